@@ -1,0 +1,1 @@
+"""Built-in metrics, computed through torch-fidelity with a named feature extractor."""

@@ -1,0 +1,101 @@
+"""The domain evaluator: a small classifier trained once per dataset (fixed seed) whose penultimate
+features stand in for Inception's when no Inception weights are available offline. It is never a network
+used in training; metrics computed with it are labelled `[<dataset>-evaluator]`."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from protobench.io import atomic_write_json
+
+EVALUATOR_SEED = 20240101
+
+
+class EvaluatorNet(nn.Module):
+    """Three conv stages (each halving the size) and a global average pool to `4 * width` features."""
+
+    def __init__(self, in_channels: int, num_classes: int, width: int = 32):
+        super().__init__()
+
+        def stage(cin, cout):
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(),
+                                 nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU())
+
+        self.stages = nn.ModuleList([stage(in_channels, width), stage(width, 2 * width), stage(2 * width, 4 * width)])
+        self.head = nn.Linear(4 * width, num_classes)
+        self.feature_dim = 4 * width
+
+    def features(self, x: Tensor) -> Tensor:
+        for i, s in enumerate(self.stages):
+            x = s(x)
+            if i < len(self.stages) - 1 and min(x.shape[-2:]) >= 4:
+                x = F.max_pool2d(x, 2)
+        return x.mean(dim=(2, 3))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x))
+
+
+def _augment(x: Tensor, gen: torch.Generator) -> Tensor:
+    """Random shifts of up to 1/8 of the size (padding by reflection)."""
+    pad = max(1, x.shape[-1] // 8)
+    padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
+    dx, dy = torch.randint(0, 2 * pad + 1, (2,), generator=gen).tolist()
+    return padded[..., dy:dy + x.shape[-2], dx:dx + x.shape[-1]]
+
+
+def accuracy(net: EvaluatorNet, images: Tensor, labels: Tensor, batch: int = 512) -> float:
+    net.eval()
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, len(images), batch):
+            x = images[i:i + batch].float().div(127.5).sub(1)
+            correct += int((net(x).argmax(1) == labels[i:i + batch]).sum())
+    return correct / max(1, len(images))
+
+
+def load_or_train(dataset, cache_root: Path, show_progress: bool = False) -> tuple[EvaluatorNet, dict]:
+    """The dataset's evaluator, trained once with a fixed seed and cached by the dataset checksum."""
+    opts = {"width": 32, "epochs": 20, "batch_size": 128, "lr": 1e-3, **getattr(dataset, "evaluator_options", {})}
+    train, test = dataset.load()
+    c = dataset.image_shape[0]
+    key = f"{dataset.name}-{dataset.checksum()}-w{opts['width']}-e{opts['epochs']}"
+    folder = Path(cache_root) / "evaluators"
+    weights, meta_path = folder / f"{key}.safetensors", folder / f"{key}.json"
+    net = EvaluatorNet(c, dataset.num_classes, opts["width"])
+    if weights.exists() and meta_path.exists():
+        net.load_state_dict(load_file(str(weights)))
+        return net.eval(), json.loads(meta_path.read_text())
+    start = time.perf_counter()
+    with torch.random.fork_rng():
+        torch.manual_seed(EVALUATOR_SEED)
+        gen = torch.Generator().manual_seed(EVALUATOR_SEED)
+        opt = torch.optim.Adam(net.parameters(), lr=opts["lr"])
+        x_all, y_all = train.as_float(), train.labels.long()
+        n = len(x_all)
+        for _epoch in range(opts["epochs"]):
+            net.train()
+            perm = torch.randperm(n, generator=gen)
+            for i in range(0, n, opts["batch_size"]):
+                idx = perm[i:i + opts["batch_size"]]
+                loss = F.cross_entropy(net(_augment(x_all[idx], gen)), y_all[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+    net.eval()
+    meta = {"dataset": dataset.name, "checksum": dataset.checksum(), "options": opts,
+            "test_accuracy": accuracy(net, test.images, test.labels.long()),
+            "train_seconds": time.perf_counter() - start, "seed": EVALUATOR_SEED}
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{key}.tmp"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp))
+    tmp.replace(weights)
+    atomic_write_json(meta_path, meta)
+    return net, meta

@@ -1,0 +1,213 @@
+"""The command line. Human output goes to stderr through rich; `--json` prints records on stdout."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from protobench.errors import TrainingDiverged, UsageError
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+AXES = ("dataset", "conditioner", "denoiser", "guidance", "sampler")
+
+
+def console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+class ProtobenchGroup(click.Group):
+    """Turns errors a user causes into one line and exit code 2; tracebacks only with --debug."""
+
+    def invoke(self, ctx: click.Context):
+        debug = ctx.params.get("debug") or os.environ.get("PROTOBENCH_DEBUG")
+        try:
+            return super().invoke(ctx)
+        except UsageError as exc:
+            if debug:
+                raise
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except TrainingDiverged as exc:
+            if debug:
+                raise
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+@click.group(cls=ProtobenchGroup)
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.version_option(package_name="protobench")
+def main(debug: bool) -> None:
+    """Benchmark ways of conditioning class-conditional diffusion models: device-hours to best FID."""
+
+
+def out_option(f):
+    return click.option("--out", "out", type=click.Path(path_type=Path), default=None,
+                        help="Results directory (default ./protobench-runs or $PROTOBENCH_OUT).")(f)
+
+
+def resolve_out(out: Path | None) -> Path:
+    from protobench.engine import default_out
+
+    return Path(out) if out is not None else default_out()
+
+
+def run_options(f):
+    """The flags shared by `run` and `sweep` (in a sweep, each axis is a comma list)."""
+    options = [
+        click.option("--dataset", default=None, help="Dataset plugin (default: digits)."),
+        click.option("--conditioner", default=None, help="Conditioner plugin (default: random)."),
+        click.option("--denoiser", default=None, help="Denoiser plugin (default: unet)."),
+        click.option("--guidance", default=None, help="Guidance plugin (default: cfg)."),
+        click.option("--sampler", default=None, help="Sampler plugin (default: ddim)."),
+        click.option("--metric", "metrics", multiple=True, help="Metric plugin(s) (default: fid)."),
+        click.option("--seed", default=None, help="Seed (default 0)."),
+        click.option("--budget", default=None, help="Training budget in images seen (e.g. 30000 or 30k)."),
+        click.option("--eval-every", default=None, help="Images seen between evaluations."),
+        click.option("--eval-samples", default=None, help="Samples drawn per evaluation."),
+        click.option("--data-root", default=None, help="Folder holding the dataset (or $PROTOBENCH_DATA_ROOT)."),
+        click.option("-o", "overrides", multiple=True, metavar="KEY=VALUE",
+                     help="Override a config key (lr=1e-4) or plugin option (conditioner.dim=64)."),
+        click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
+                     help="TOML file of config keys and [options.<kind>] tables."),
+        click.option("--gpus", default=None, help="Data-parallel processes (DeepSpeed; CPU processes with gloo if no GPU)."),
+        click.option("--hostfile", type=click.Path(path_type=Path), default=None, help="DeepSpeed hostfile for several machines."),
+        click.option("--inception-weights", type=click.Path(path_type=Path), default=None,
+                     help="torch-fidelity Inception-v3 weights file (or $PROTOBENCH_INCEPTION_WEIGHTS)."),
+        out_option,
+        click.option("--json", "as_json", is_flag=True, help="Print the record(s) as JSON on stdout."),
+        click.option("--quiet", is_flag=True, help="No progress bar."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def collect_user(params: dict[str, Any]) -> dict[str, Any]:
+    """Flags, TOML and -o merged into flat overrides: TOML < -o < explicit flags."""
+    from protobench.config import load_toml, parse_overrides
+
+    user: dict[str, Any] = {}
+    if params.get("config_file"):
+        user.update(load_toml(params["config_file"]))
+    user.update(parse_overrides(params.get("overrides") or ()))
+    for axis in AXES:
+        if params.get(axis) is not None:
+            user[axis] = params[axis]
+    if params.get("metrics"):
+        user["metrics"] = ",".join(params["metrics"])
+    for flag, key in (("seed", "seed"), ("budget", "budget"), ("eval_every", "eval_every"),
+                      ("eval_samples", "eval_samples"), ("gpus", "gpus")):
+        if params.get(flag) is not None:
+            user[key] = params[flag]
+    data_root = params.get("data_root") or os.environ.get("PROTOBENCH_DATA_ROOT")
+    if data_root and "data_root" not in user:
+        user["data_root"] = str(data_root)
+    if params.get("inception_weights"):
+        user["metric.inception_weights"] = str(params["inception_weights"])
+    return user
+
+
+@main.command()
+@run_options
+@click.option("--resume", "resume_id", default=None, help="Resume run RUN_ID from its last checkpoint.")
+def run(resume_id: str | None, **params: Any) -> None:
+    """Train and evaluate one combination."""
+    from protobench.config import RunConfig, build_config
+    from protobench.plugins import get_registry
+
+    registry = get_registry()
+    out = resolve_out(params["out"])
+    if resume_id:
+        cfg_path = out / "runs" / resume_id / "config.json"
+        if not cfg_path.exists():
+            raise UsageError(f"no run {resume_id!r} under {out / 'runs'} (missing {cfg_path})")
+        cfg = RunConfig.from_dict(json.loads(cfg_path.read_text())["config"])
+    else:
+        cfg = build_config(collect_user(params), registry)
+    record = execute(cfg, registry, out, show_progress=not params["quiet"], hostfile=params.get("hostfile"))
+    if params["as_json"]:
+        click.echo(json.dumps(record, indent=2, default=str))
+    print_record(record)
+    if record["status"] != "completed":
+        sys.exit(1)
+
+
+def execute(cfg, registry, out: Path, show_progress: bool = True, hostfile: Path | None = None) -> dict[str, Any]:
+    """Run one config in this process, or under the DeepSpeed launcher when it asks for several processes."""
+    if cfg.gpus > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        from protobench.distributed import launch
+
+        return launch(cfg, out, show_progress=show_progress, hostfile=hostfile)
+    from protobench.engine import Run
+
+    return Run(cfg, registry, out, show_progress=show_progress).execute()
+
+
+def print_record(record: dict[str, Any]) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from protobench.units import hours_label
+
+    table = Table(title=f"run {record['run_id']} — {record['status']}")
+    table.add_column("images seen", justify="right")
+    metric_keys = sorted({k for e in record["evals"] for k in e["metrics"]})
+    for key in metric_keys:
+        table.add_column(escape(key), justify="right")
+    unit = hours_label(record["device"]["type"])
+    table.add_column(f"{unit} (prepare+train)", justify="right")
+    for ev in record["evals"]:
+        ds = ev["device_seconds"]
+        table.add_row(str(ev["images_seen"]), *[_fmt(ev["metrics"].get(k)) for k in metric_keys],
+                      f"{(ds['prepare'] + ds['train']) / 3600:.4f}")
+    c = console()
+    c.print(table)
+    if record.get("best"):
+        b = record["best"]
+        c.print(f"best {escape(b['metric'])} = {b['value']:.3f} at {b['images_seen']} images, "
+                f"{b['device_hours']:.4f} {unit} (prepare {b['prepare_hours']:.4f})")
+    if record.get("error"):
+        c.print(f"[red]error:[/red] {record['error']}")
+    c.print(f"run folder: {record['path']}")
+
+
+def _fmt(v) -> str:
+    return f"{v:.3f}" if isinstance(v, float) else ("" if v is None else str(v))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print {kind: [{name, plugin, version}]} on stdout.")
+def plugins(as_json: bool) -> None:
+    """List installed plugins by kind, and any that failed to load."""
+    from rich.table import Table
+
+    from protobench.interfaces import KINDS
+    from protobench.plugins import get_registry
+
+    registry = get_registry()
+    data = {kind: [{"name": e.name, "plugin": e.plugin, "version": e.version}
+                   for e in sorted(registry.entries[kind].values(), key=lambda e: e.name)] for kind in KINDS}
+    if registry.broken:
+        data["broken"] = [{"plugin": k, "error": v} for k, v in sorted(registry.broken.items())]
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    table = Table(title="protobench plugins")
+    for col in ("kind", "name", "plugin", "version"):
+        table.add_column(col)
+    for kind in KINDS:
+        for e in data[kind]:
+            table.add_row(kind, e["name"], e["plugin"], e["version"])
+    c = console()
+    c.print(table)
+    for b in data.get("broken", []):
+        c.print(f"[red]broken plugin[/red] {b['plugin']}: {b['error']}")

@@ -1,0 +1,251 @@
+"""Run configuration: a frozen dataclass, defaults < dataset presets < user (flags, TOML, `-o key=value`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from protobench.errors import UsageError
+from protobench.interfaces import KINDS
+from protobench.plugins import CONTEXT_KEYS, Registry, plugin_options
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    dataset: str = "digits"
+    conditioner: str = "random"
+    denoiser: str = "unet"
+    guidance: str = "cfg"
+    sampler: str = "ddim"
+    metrics: tuple[str, ...] = ("fid",)
+    seed: int = 0
+    budget: int = 100_000  # images seen
+    eval_every: int = 25_000  # images seen between evaluations (and checkpoints)
+    eval_samples: int = 500
+    batch_size: int = 128  # global batch, kept whatever the number of processes
+    lr: float = 2e-4  # AdamW, paper A.2
+    weight_decay: float = 0.0
+    ema_decay: float = 0.999
+    label_dropout: float = 0.1  # p(label -> NULL_LABEL), classifier-free guidance training
+    schedule: str = "linear"
+    timesteps: int = 1000
+    grad_clip: float = 1.0
+    log_every: int = 10  # steps between loss events
+    gpus: int = 1  # processes; >1 launches under DeepSpeed
+    zero_stage: int = 0
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (the last two on GPUs)
+    data_root: str | None = None
+    #: per-kind plugin options, fully resolved: {"denoiser": {"base_channels": 32, ...}, ...}
+    options: dict[str, dict[str, Any]] = field(default_factory=lambda: {k: {} for k in KINDS})
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["metrics"] = list(self.metrics)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        d = dict(d)
+        d["metrics"] = tuple(d.get("metrics", ("fid",)))
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def hash(self) -> str:
+        """Identity of what the run computes (not where its data lives)."""
+        d = self.to_dict()
+        d.pop("data_root", None)
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+    def run_id(self) -> str:
+        return f"{self.dataset}-{self.conditioner}-{self.guidance}-s{self.seed}-{self.hash()[:8]}"
+
+    def combination(self) -> str:
+        """What a report row groups by: everything but the seed."""
+        d = self.to_dict()
+        d.pop("seed")
+        d.pop("data_root", None)
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+TOP_LEVEL = {f.name: f for f in fields(RunConfig) if f.name != "options"}
+
+
+def parse_size(text: str) -> int:
+    """'30000', '30k', '1.5M' -> images."""
+    s = str(text).strip().lower().replace("_", "")
+    mult = 1
+    if s.endswith("k"):
+        mult, s = 1_000, s[:-1]
+    elif s.endswith("m"):
+        mult, s = 1_000_000, s[:-1]
+    try:
+        value = float(s) * mult
+    except ValueError:
+        raise UsageError(f"not a number of images: {text!r}") from None
+    if value != int(value) or value < 0:
+        raise UsageError(f"not a whole number of images: {text!r}")
+    return int(value)
+
+
+def coerce(value: Any, like: Any, key: str) -> Any:
+    """Convert a string (from `-o`) or a TOML value to the type of the default `like`."""
+    if not isinstance(value, str):
+        if isinstance(like, tuple) and isinstance(value, list):
+            return tuple(value)
+        if isinstance(like, float) and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        return value
+    try:
+        if isinstance(like, bool):
+            low = value.lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if isinstance(like, int):
+            return parse_size(value) if key in ("budget", "eval_every") else int(value)
+        if isinstance(like, float):
+            return float(value)
+        if isinstance(like, tuple):
+            items = [v.strip() for v in value.split(",") if v.strip()]
+            inner = like[0] if like else ""
+            return tuple(coerce(v, inner, key) for v in items)
+        if like is None:
+            for cast in (int, float):
+                try:
+                    return cast(value)
+                except ValueError:
+                    pass
+            return None if value.lower() in ("none", "null") else value
+        return value
+    except (ValueError, UsageError):
+        raise UsageError(f"bad value for {key}: {value!r} (expected {type(like).__name__})") from None
+
+
+def parse_overrides(pairs: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise UsageError(f"-o expects key=value, got {pair!r}")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """A run TOML: top-level keys, plus `[options.<kind>]` tables. Returns flat overrides."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"config file not found: {path}")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{path}: not valid TOML: {exc}") from None
+    return flatten_toml(data, str(path))
+
+
+def flatten_toml(data: dict[str, Any], where: str) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "options":
+            if not isinstance(value, dict):
+                raise UsageError(f"{where}: [options] must be a table of [options.<kind>] tables")
+            for kind, opts in value.items():
+                if not isinstance(opts, dict):
+                    raise UsageError(f"{where}: options.{kind} must be a table")
+                for k, v in opts.items():
+                    flat[f"{kind}.{k}"] = v
+        elif key in ("sweep", "description", "name"):
+            continue
+        else:
+            flat[key] = value
+    return flat
+
+
+def check_key(key: str) -> None:
+    if key in TOP_LEVEL:
+        return
+    kind = key.split(".", 1)[0]
+    if "." in key and kind in KINDS:
+        return
+    known = ", ".join(sorted(TOP_LEVEL)) + ", " + ", ".join(f"{k}.<option>" for k in KINDS)
+    raise UsageError(f"unknown config key {key!r}; known keys: {known}")
+
+
+def build_config(user: dict[str, Any], registry: Registry) -> RunConfig:
+    """Resolve a full RunConfig from user overrides, applying the dataset's presets underneath them."""
+    for key in user:
+        check_key(key)
+    base = RunConfig()
+    top: dict[str, Any] = {}
+    for key in ("dataset", "conditioner", "denoiser", "guidance", "sampler"):
+        top[key] = str(user.get(key, getattr(base, key)))
+    dataset_cls = registry.get("dataset", top["dataset"]).cls
+    presets = dict(getattr(dataset_cls, "presets", {}))
+    classes = {kind: registry.get(kind, top[kind]).cls for kind in ("dataset", "conditioner", "denoiser", "guidance", "sampler")}
+    # top-level keys: default < preset < user
+    for key, f in TOP_LEVEL.items():
+        if key in top:
+            continue
+        default = getattr(base, key)
+        value = default
+        if key in presets:
+            value = coerce(presets[key], default, key)
+        if key in user:
+            value = coerce(user[key], default if default is not None else "", key)
+        top[key] = value
+    if isinstance(top["metrics"], str):
+        top["metrics"] = tuple(m.strip() for m in top["metrics"].split(",") if m.strip())
+    for m in top["metrics"]:
+        registry.get("metric", m)
+    options: dict[str, dict[str, Any]] = {}
+    for kind in KINDS:
+        if kind == "metric":
+            # metric options apply to every selected metric that accepts them
+            merged: dict[str, Any] = {}
+            for m in top["metrics"]:
+                merged.update(plugin_options(registry.get("metric", m).cls, CONTEXT_KEYS))
+            defaults = merged
+        else:
+            defaults = plugin_options(classes[kind], CONTEXT_KEYS)
+        resolved = dict(defaults)
+        for key, value in presets.items():
+            if key.startswith(kind + ".") and key.split(".", 1)[1] in defaults:
+                opt = key.split(".", 1)[1]
+                resolved[opt] = coerce(value, defaults[opt], key)
+        for key, value in user.items():
+            if key.startswith(kind + "."):
+                opt = key.split(".", 1)[1]
+                if opt not in defaults:
+                    name = top["metrics"] if kind == "metric" else top[kind]
+                    listed = ", ".join(sorted(defaults)) or "(none)"
+                    raise UsageError(f"unknown option {key} for {kind} {name}; known options: {listed}")
+                resolved[opt] = coerce(value, defaults[opt], key)
+        options[kind] = dict(sorted(resolved.items()))
+    cfg = RunConfig(**top, options=options)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: RunConfig) -> None:
+    checks = [
+        (cfg.budget > 0, "budget must be > 0 images"),
+        (cfg.eval_every > 0, "eval_every must be > 0 images"),
+        (cfg.eval_samples > 0, "eval_samples must be > 0"),
+        (cfg.batch_size > 0, "batch_size must be > 0"),
+        (cfg.gpus >= 1, "gpus must be >= 1"),
+        (cfg.batch_size % cfg.gpus == 0, f"batch_size {cfg.batch_size} must divide evenly over {cfg.gpus} processes"),
+        (0.0 <= cfg.label_dropout < 1.0, "label_dropout must be in [0, 1)"),
+        (cfg.schedule in ("linear", "cosine"), f"schedule must be linear or cosine, got {cfg.schedule!r}"),
+        (cfg.precision in ("fp32", "bf16", "fp16"), f"precision must be fp32, bf16 or fp16, got {cfg.precision!r}"),
+        (0.0 <= cfg.ema_decay < 1.0, "ema_decay must be in [0, 1)"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UsageError(message)

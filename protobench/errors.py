@@ -1,0 +1,24 @@
+"""Errors a user causes: one clear line on stderr, exit code 2, no traceback (unless --debug)."""
+
+from __future__ import annotations
+
+
+class UsageError(Exception):
+    """A mistake in the user's input: bad name, bad option, missing path, malformed file."""
+
+    exit_code = 2
+
+
+class PluginError(UsageError):
+    """A plugin is misregistered (duplicate names) or misbehaves at construction."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN/inf; the run stops and keeps its checkpoints."""
+
+    exit_code = 3
+
+    def __init__(self, step: int, loss: float):
+        super().__init__(f"loss became {loss} at step {step}; run stopped, checkpoints kept")
+        self.step = step
+        self.loss = loss

@@ -1,0 +1,90 @@
+"""Conditioner: turns a class label (or the null label) into conditioning for the denoiser."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from protobench.interfaces.dataset import DataSplit
+
+#: the classifier-free null token (Ho & Salimans 2021): "no class"
+NULL_LABEL = -1
+
+
+@dataclass(frozen=True)
+class ConditionSpec:
+    """What a conditioner emits; fixed when it is built, read by the denoiser to size itself."""
+
+    emb_dim: int = 0  # per-sample vector joined to the time embedding (add or concat)
+    norm_dim: int = 0  # per-sample vector that modulates normalisation layers (CBN)
+    planes: int = 0  # extra input channels, same H×W as the image
+
+
+@dataclass
+class Conditioning:
+    emb: Tensor | None = None  # (B, emb_dim)
+    norm: Tensor | None = None  # (B, norm_dim)
+    planes: Tensor | None = None  # (B, planes, H, W)
+
+
+@dataclass
+class PrepareContext:
+    """What a `prepare` step (conditioner or guidance) may use. The core times the call."""
+
+    train: DataSplit
+    test: DataSplit
+    num_classes: int
+    image_shape: tuple[int, int, int]
+    dataset_checksum: str
+    seed: int
+    device: torch.device
+    cache_dir: Path
+    #: set for guidance.prepare: the trained (EMA) denoiser as a ConditionedNet, and the schedule
+    net: Any = None
+    schedule: Any = None
+    #: anything worth keeping in the run record (e.g. Stage-I accuracy); merged under `prepare`
+    results: dict[str, Any] = field(default_factory=dict)
+    #: device-seconds of cached work reused here (the run is still charged them)
+    cached_device_seconds: float = 0.0
+    show_progress: bool = False
+
+    def charge(self, device_seconds: float) -> None:
+        """Charge device-seconds spent earlier on work this run reuses from the cache."""
+        self.cached_device_seconds += float(device_seconds)
+
+
+@dataclass
+class LossContext:
+    """What `extra_loss` sees for the current training batch."""
+
+    x0: Tensor
+    x_t: Tensor
+    t: Tensor
+    labels: Tensor  # after label dropout: NULL_LABEL where dropped
+    eps: Tensor
+    eps_pred: Tensor
+    x0_pred: Tensor
+
+
+class Conditioner(nn.Module):
+    """Base class. Subclasses set `name` and `spec` and implement `forward`.
+
+    Built with `num_classes` (and `image_shape` if their __init__ accepts it) plus user options.
+    """
+
+    name: ClassVar[str]
+    spec: ConditionSpec = ConditionSpec()
+
+    def prepare(self, ctx: PrepareContext) -> None:  # noqa: B027 - optional hook
+        """Optional stage before diffusion training (e.g. Stage-I prototype learning); timed as `prepare`."""
+
+    def forward(self, labels: Tensor) -> Conditioning:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def extra_loss(self, ctx: LossContext) -> Tensor | None:
+        """Optional term added to the diffusion loss."""
+        return None

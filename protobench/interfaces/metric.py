@@ -1,0 +1,37 @@
+"""Metric: scores a set of generated samples against the real data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from protobench.interfaces.dataset import Dataset
+
+
+@dataclass
+class Reference:
+    """The real data a metric compares against, and where it may cache statistics."""
+
+    dataset: Dataset
+    cache_dir: Path
+    device: torch.device
+    seed: int = 0
+    #: a torch-fidelity Inception-v3 weights file: metrics then use it instead of the domain evaluator
+    inception_weights: Path | None = None
+    show_progress: bool = False
+
+
+class Metric:
+    """Base class. `compute` gets uint8 samples N×C×H×W and their labels (N,), and returns
+    named values whose keys carry the feature extractor, e.g. ``{"fid[digits-evaluator]": 12.3}``."""
+
+    name: ClassVar[str]
+    higher_is_better: ClassVar[bool] = False
+
+    def compute(self, samples: Tensor, labels: Tensor, reference: Reference) -> dict[str, float]:  # pragma: no cover
+        raise NotImplementedError

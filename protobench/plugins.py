@@ -1,0 +1,182 @@
+"""Plugin manager and registry: built-ins and third-party plugins arrive through one entry-point group."""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import inspect
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+
+from protobench import hookspecs
+from protobench.errors import PluginError, UsageError
+from protobench.interfaces import BASES, KINDS
+
+ENTRY_POINT_GROUP = "protobench"
+
+
+@dataclass(frozen=True)
+class Registered:
+    kind: str
+    name: str
+    cls: type
+    plugin: str  # entry-point name of the plugin that registered it
+    version: str
+
+
+@dataclass
+class Registry:
+    entries: dict[str, dict[str, Registered]] = field(default_factory=lambda: {k: {} for k in KINDS})
+    #: plugins that failed to import or to register: name -> error line
+    broken: dict[str, str] = field(default_factory=dict)
+    #: loaded plugins: name -> version
+    loaded: dict[str, str] = field(default_factory=dict)
+
+    def add(self, kind: str, cls: type, plugin: str, version: str) -> None:
+        base = BASES[kind]
+        if not (isinstance(cls, type) and issubclass(cls, base)):
+            raise PluginError(f"plugin {plugin!r} registered {cls!r} as a {kind}, but it is not a subclass of {base.__name__}")
+        name = getattr(cls, "name", None)
+        if not isinstance(name, str) or not name:
+            raise PluginError(f"plugin {plugin!r} registered a {kind} class {cls.__name__} without a `name`")
+        existing = self.entries[kind].get(name)
+        if existing is not None:
+            raise PluginError(
+                f"{kind} {name!r} is registered twice: by plugin {existing.plugin!r} ({existing.cls.__module__}."
+                f"{existing.cls.__name__}) and by plugin {plugin!r} ({cls.__module__}.{cls.__name__})"
+            )
+        self.entries[kind][name] = Registered(kind, name, cls, plugin, version)
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self.entries[kind])
+
+    def get(self, kind: str, name: str) -> Registered:
+        try:
+            return self.entries[kind][name]
+        except KeyError:
+            known = ", ".join(self.names(kind)) or "(none)"
+            raise UsageError(f"unknown {kind} {name!r}; known {kind}s: {known}") from None
+
+    def build(self, kind: str, name: str, options: dict[str, Any], context: dict[str, Any]) -> Any:
+        """Construct plugin `name` from the user's `options` plus whatever `context` its __init__ accepts."""
+        cls = self.get(kind, name).cls
+        check_options(kind, name, cls, options, context)
+        accepted = init_parameters(cls)
+        takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in _signature(cls).parameters.values())
+        kwargs = {k: v for k, v in context.items() if k in accepted or takes_kwargs}
+        kwargs.update(options)
+        try:
+            return cls(**kwargs)
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"{kind} {name!r}: {exc}") from exc
+
+
+def _signature(cls: type) -> inspect.Signature:
+    """The constructor signature a plugin author wrote (none if __init__ is object's or nn.Module's)."""
+    import torch.nn as nn
+
+    for klass in cls.__mro__:
+        if "__init__" in vars(klass):
+            if klass in (object, nn.Module):
+                return inspect.Signature()
+            return inspect.signature(klass.__init__)
+    return inspect.Signature()
+
+
+def init_parameters(cls: type) -> dict[str, inspect.Parameter]:
+    params = _signature(cls).parameters
+    return {k: p for k, p in params.items() if k != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+
+
+def plugin_options(cls: type, context_keys=()) -> dict[str, Any]:
+    """The user-settable options of a plugin class: its keyword parameters with defaults, minus context."""
+    return {
+        k: p.default
+        for k, p in init_parameters(cls).items()
+        if k not in context_keys and p.default is not inspect.Parameter.empty
+    }
+
+
+CONTEXT_KEYS = ("num_classes", "image_shape", "cond", "data_root", "class_names")
+
+
+def check_options(kind: str, name: str, cls: type, options: dict[str, Any], context: dict[str, Any]) -> None:
+    known = plugin_options(cls, CONTEXT_KEYS)
+    for key in options:
+        if key not in known:
+            listed = ", ".join(sorted(known)) or "(none)"
+            raise UsageError(f"unknown option {kind}.{key} for {kind} {name!r}; known options: {listed}")
+
+
+def _enabled(name: str) -> bool:
+    allow = os.environ.get("PROTOBENCH_LOAD_PLUGINS")
+    if allow is not None and name not in {n.strip() for n in allow.split(",") if n.strip()}:
+        return False
+    deny = {n.strip() for n in os.environ.get("PROTOBENCH_DISABLE_PLUGINS", "").split(",") if n.strip()}
+    return name not in deny
+
+
+def _trace(msg: str) -> None:
+    if os.environ.get("PROTOBENCH_TRACE_PLUGINS"):
+        print(f"[protobench plugins] {msg}", file=sys.stderr)
+
+
+def make_manager() -> pluggy.PluginManager:
+    pm = pluggy.PluginManager("protobench")
+    pm.add_hookspecs(hookspecs)
+    return pm
+
+
+def load_registry(extra_plugins: dict[str, object] | None = None) -> Registry:
+    """Load every enabled entry point of the `protobench` group (and `extra_plugins`, used by tests)."""
+    registry = Registry()
+    pm = make_manager()
+    candidates: list[tuple[str, str, Any]] = []
+    for ep in sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        if not _enabled(ep.name):
+            _trace(f"skipped {ep.name} (PROTOBENCH_LOAD_PLUGINS / PROTOBENCH_DISABLE_PLUGINS)")
+            continue
+        version = ep.dist.version if ep.dist is not None else "unknown"
+        try:
+            module = ep.load()
+        except Exception as exc:  # a broken plugin must not take the others down
+            registry.broken[ep.name] = f"{type(exc).__name__}: {exc}"
+            _trace(f"failed to import {ep.name} ({ep.value}): {exc}")
+            continue
+        candidates.append((ep.name, version, module))
+    for name, module in (extra_plugins or {}).items():
+        candidates.append((name, "local", module))
+    for name, version, module in candidates:
+        pm.register(module, name=name)
+        registry.loaded[name] = version
+        _trace(f"loaded {name} {version}")
+    for kind in KINDS:
+        hook = getattr(pm.hook, f"register_{kind}s")
+        for impl in hook.get_hookimpls():
+            plugin_name = impl.plugin_name
+            version = registry.loaded.get(plugin_name, "unknown")
+
+            def register(cls, _kind=kind, _plugin=plugin_name, _version=version):
+                registry.add(_kind, cls, _plugin, _version)
+
+            try:
+                impl.function(register=register)
+            except PluginError:
+                raise
+            except Exception as exc:
+                registry.broken[plugin_name] = f"{type(exc).__name__}: {exc}"
+                _trace(f"{plugin_name}.register_{kind}s failed: {exc}")
+    return registry
+
+
+_REGISTRY: Registry | None = None
+
+
+def get_registry(refresh: bool = False) -> Registry:
+    global _REGISTRY
+    if _REGISTRY is None or refresh:
+        _REGISTRY = load_registry()
+    return _REGISTRY
