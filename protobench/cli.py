@@ -211,3 +211,11 @@ def plugins(as_json: bool) -> None:
     c.print(table)
     for b in data.get("broken", []):
         c.print(f"[red]broken plugin[/red] {b['plugin']}: {b['error']}")
+
+
+# commands that live in their own modules
+from protobench.cli_eval import add_commands as _add_eval  # noqa: E402
+from protobench.cli_results import add_commands as _add_results  # noqa: E402
+
+_add_results(main)  # sweep, report, compare, plot
+_add_eval(main)  # eval, sample

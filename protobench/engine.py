@@ -235,6 +235,10 @@ class Run:
             self.metrics.append(reg.build("metric", m, {k: v for k, v in opts["metric"].items() if k in mine}, ctx))
         self.schedule = NoiseSchedule(cfg.schedule, cfg.timesteps)
 
+    def reference(self) -> Reference:
+        return Reference(self.dataset, cache_dir(self.out), self.device, seed=0, show_progress=False,
+                         inception_weights=_inception_weights(self.cfg))
+
     def prepare_context(self, **extra: Any) -> PrepareContext:
         return PrepareContext(
             train=self.train_split, test=self.test_split, num_classes=self.dataset.num_classes,
@@ -254,6 +258,9 @@ class Run:
         self.dir.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(cfg.seed * 1000 + self.dist.rank)  # dropout etc.; data randomness uses its own generator
         self.build()
+        if self.dist.main:
+            for metric in self.metrics:  # the measuring instrument (evaluator, real statistics): cached, not charged
+                metric.prepare(self.reference())
         self.ledger = Ledger(devices=self.dist.world)
         if self.dist.main:
             atomic_write_json(self.dir / "config.json", {
@@ -425,8 +432,7 @@ class Run:
                                                    seed=cfg.seed + 12345, device=self.device, dist=self.dist)
             metrics: dict[str, float] = {}
             if self.dist.main:
-                ref = Reference(self.dataset, cache_dir(self.out), self.device, seed=0, show_progress=False,
-                                inception_weights=_inception_weights(cfg))
+                ref = self.reference()
                 for metric in self.metrics:
                     metrics.update(metric.compute(samples, labels, ref))
                 if acceptance is not None:

@@ -95,6 +95,9 @@ class FID(Metric):
     name = "fid"
     higher_is_better = False
 
+    def prepare(self, reference: Reference) -> None:
+        extractor_for(reference)
+
     def compute(self, samples: Tensor, labels: Tensor, reference: Reference) -> dict[str, float]:
         _name, label = extractor_for(reference)
         out = fidelity(samples, reference, fid=True)

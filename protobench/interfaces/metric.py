@@ -33,5 +33,10 @@ class Metric:
     name: ClassVar[str]
     higher_is_better: ClassVar[bool] = False
 
+    def prepare(self, reference: Reference) -> None:  # noqa: B027 - optional hook
+        """Optional: build what the metric measures with (train/load the evaluator, real statistics).
+
+        Called once before training; not charged to the run (it is the measuring instrument, cached)."""
+
     def compute(self, samples: Tensor, labels: Tensor, reference: Reference) -> dict[str, float]:  # pragma: no cover
         raise NotImplementedError
