@@ -1,0 +1,216 @@
+"""Conditional normalisation (`cbn`) and the auxiliary classifier (`aux-classifier`): the two ways of
+conditioning a diffusion U-Net in "Towards Conditionality for Probabilistic Diffusion Models" (paper 003),
+after Brock et al. 2018 (class-conditional BN) and Odena et al. 2017 (AC-GAN)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from protobench import (
+    NULL_LABEL,
+    Conditioner,
+    Conditioning,
+    ConditionSpec,
+    LossContext,
+    PrepareContext,
+    hookimpl,
+)
+from protobench.io import atomic_write_json
+from protobench_conditioners.basic import ClassEmbedding
+
+#: the auxiliary classifier's own seed (offset by the run's seed): not the metrics' evaluator seed
+AUX_CLASSIFIER_SEED = 3_000_017
+
+
+class ConditionalNorm(ClassEmbedding):
+    """CBN: a class embedding (and a null embedding for CFG) emitted as `Conditioning.norm`.
+
+    The denoiser maps it, per normalisation layer, to a scale and shift that replace the layer's own
+    affine parameters: BN_γ(y),β(y)(x) = γ(y) (x − E[x]) / sqrt(var x) + β(y)  (paper 003, CBN equation).
+    The U-Net normalises by groups rather than batches, so this is conditional group norm.
+    """
+
+    name = "cbn"
+
+    def __init__(self, num_classes: int, dim: int = 64, null: str = "learned"):
+        super().__init__(num_classes, dim=dim, null=null)
+        self.spec = ConditionSpec(norm_dim=dim)
+
+    def forward(self, labels: Tensor) -> Conditioning:
+        return Conditioning(norm=super().forward(labels).emb)
+
+
+class AuxClassifierNet(nn.Module):
+    """The auxiliary classifier: a small CNN on images in [-1, 1]. GroupNorm and no dropout, so train and
+    eval mode compute the same function (the frozen net sits inside a model that is put in train mode)."""
+
+    def __init__(self, in_channels: int, num_classes: int, width: int = 32):
+        super().__init__()
+
+        def block(cin, cout):
+            return [nn.Conv2d(cin, cout, 3, padding=1), nn.GroupNorm(min(8, cout), cout), nn.SiLU()]
+
+        self.body = nn.Sequential(*block(in_channels, width), *block(width, width), *block(width, 2 * width),
+                                  *block(2 * width, 2 * width))
+        self.head = nn.Linear(2 * width, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.body[:6](x)
+        if min(h.shape[-2:]) >= 4:  # halve once so larger images cost less; 8×8 digits stay 4×4 or more
+            h = F.avg_pool2d(h, 2)
+        return self.head(self.body[6:](h).mean(dim=(2, 3)))
+
+
+class AuxClassifierConditioner(Conditioner):
+    """M_AC (paper 003): the label embedded as one image-sized plane concatenated to the input channels,
+    plus `aux_weight` × the cross-entropy of a frozen, pre-trained classifier on the denoiser's x̂0.
+
+    The classifier is trained in `prepare` on the training split (own CNN, own seed) and then frozen, as the
+    report found a jointly trained one co-adapts with the denoiser. The cross-entropy is applied only where
+    t < `aux_max_t` (timestep units) and never to null-label samples: at high noise x̂0 is a blurred mean that
+    no classifier can read, and pushing class evidence into it is the artefact-making "tricking" the report saw.
+    """
+
+    name = "aux-classifier"
+
+    def __init__(self, num_classes: int, image_shape: tuple[int, int, int], null: str = "learned",
+                 aux_weight: float = 0.1, aux_max_t: int = 300, classifier_width: int = 32,
+                 classifier_epochs: int = 15, classifier_lr: float = 1e-3, classifier_batch_size: int = 64):
+        super().__init__()
+        if null not in ("learned", "zero"):
+            raise ValueError(f"null must be 'learned' or 'zero', got {null!r}")
+        if aux_weight < 0:
+            raise ValueError(f"aux_weight must be >= 0, got {aux_weight}")
+        if classifier_epochs < 1:
+            raise ValueError(f"classifier_epochs must be >= 1, got {classifier_epochs}")
+        c, h, w = image_shape
+        self.num_classes = num_classes
+        self.image_shape = (c, h, w)
+        self.spec = ConditionSpec(planes=1)
+        self.aux_weight, self.aux_max_t = float(aux_weight), int(aux_max_t)
+        self.classifier_options = {"width": classifier_width, "epochs": classifier_epochs, "lr": classifier_lr,
+                                   "batch_size": classifier_batch_size}
+        self.label_plane = nn.Embedding(num_classes, h * w)  # the label embedded to one w×h channel
+        if null == "learned":
+            self.null_plane = nn.Parameter(torch.randn(h * w))
+        else:
+            self.register_buffer("null_plane", torch.zeros(h * w))
+        self.classifier = AuxClassifierNet(c, num_classes, classifier_width)
+        self.classifier.requires_grad_(False)  # frozen: AdamW is built over parameters that require grad
+        # a buffer, so a resumed run (which skips prepare) knows its checkpointed classifier is the trained one
+        self.register_buffer("classifier_ready", torch.zeros((), dtype=torch.bool))
+
+    def forward(self, labels: Tensor) -> Conditioning:
+        labels = labels.long()
+        if ((labels < NULL_LABEL) | (labels >= self.num_classes)).any():
+            raise ValueError(f"labels must be in [0, {self.num_classes}) or NULL_LABEL ({NULL_LABEL})")
+        planes = self.label_plane(labels.clamp(min=0))
+        planes = torch.where((labels == NULL_LABEL)[:, None], self.null_plane.to(planes.dtype).expand_as(planes), planes)
+        _, h, w = self.image_shape
+        return Conditioning(planes=planes.view(-1, 1, h, w))
+
+    # -- the frozen classifier -----------------------------------------------------------------
+    def cache_key(self, ctx: PrepareContext) -> str:
+        ident = {"dataset": ctx.dataset_checksum, "options": self.classifier_options, "seed": self._seed(ctx),
+                 "shape": list(self.image_shape), "classes": self.num_classes}
+        return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+
+    def _seed(self, ctx: PrepareContext) -> int:
+        return AUX_CLASSIFIER_SEED + ctx.seed
+
+    def prepare(self, ctx: PrepareContext) -> None:
+        folder = Path(ctx.cache_dir) / "aux-classifiers"
+        key = self.cache_key(ctx)
+        weights, meta_path = folder / f"{key}.safetensors", folder / f"{key}.json"
+        if weights.exists() and meta_path.exists():
+            self.classifier.load_state_dict(load_file(str(weights)))
+            meta = json.loads(meta_path.read_text())
+            ctx.charge(meta["train_seconds"])  # the run still pays for the cached training
+        else:
+            meta = self._train(ctx)
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = folder / f".{key}.{os.getpid()}.tmp"
+            save_file({k: v.detach().cpu().contiguous() for k, v in self.classifier.state_dict().items()}, str(tmp))
+            os.replace(tmp, weights)
+            atomic_write_json(meta_path, meta)
+        self.classifier.requires_grad_(False)
+        self.classifier_ready.fill_(True)
+        ctx.results["aux_classifier"] = {"test_accuracy": meta["test_accuracy"], "key": key,
+                                         "train_seconds": meta["train_seconds"]}
+
+    def _train(self, ctx: PrepareContext) -> dict:
+        from rich.console import Console
+        from rich.progress import track
+
+        opts = self.classifier_options
+        device = next(self.classifier.parameters()).device
+        start = time.perf_counter()
+        net = self.classifier
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(self._seed(ctx))
+            gen = torch.Generator().manual_seed(self._seed(ctx))
+            fresh = AuxClassifierNet(self.image_shape[0], self.num_classes, opts["width"]).to(device)
+            net.load_state_dict(fresh.state_dict())  # the seed, not the order of construction, fixes the init
+            net.requires_grad_(True)
+            opt = torch.optim.Adam(net.parameters(), lr=opts["lr"])
+            x_all, y_all = ctx.train.as_float(), ctx.train.labels.long()
+            n, bs = len(x_all), opts["batch_size"]
+            epochs = track(range(opts["epochs"]), description="aux classifier", transient=True,
+                           console=Console(stderr=True), disable=not ctx.show_progress)
+            for _ in epochs:
+                perm = torch.randperm(n, generator=gen)
+                for i in range(0, n, bs):
+                    idx = perm[i:i + bs]
+                    loss = F.cross_entropy(net(_shift(x_all[idx], gen).to(device)), y_all[idx].to(device))
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+            net.requires_grad_(False)
+            for p in net.parameters():
+                p.grad = None
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - start
+        return {"dataset_checksum": ctx.dataset_checksum, "options": opts, "seed": self._seed(ctx),
+                "train_seconds": seconds, "test_accuracy": self.accuracy(ctx.test.as_float(), ctx.test.labels)}
+
+    @torch.no_grad()
+    def accuracy(self, images: Tensor, labels: Tensor) -> float:
+        device = next(self.classifier.parameters()).device
+        logits = torch.cat([self.classifier(images[i:i + 512].to(device)) for i in range(0, len(images), 512)])
+        return float((logits.argmax(1).cpu() == labels.long()).float().mean())
+
+    def extra_loss(self, ctx: LossContext) -> Tensor | None:
+        if self.aux_weight == 0:
+            return None
+        if not bool(self.classifier_ready):
+            raise RuntimeError("aux-classifier: prepare() must train or load the classifier before training")
+        keep = (ctx.labels != NULL_LABEL) & (ctx.t < self.aux_max_t)
+        if not bool(keep.any()):
+            return ctx.x0_pred.sum() * 0.0  # keeps the graph shape the same on every step
+        logits = self.classifier(ctx.x0_pred[keep].float())
+        # L = L_simple + λ · CE(classifier(x̂0), y)  (paper 003, "weighted sum" of the two losses)
+        return self.aux_weight * F.cross_entropy(logits, ctx.labels[keep].long())
+
+
+def _shift(x: Tensor, gen: torch.Generator) -> Tensor:
+    """Random translation by up to 1/8 of the size (edge padding): the classifier's only augmentation."""
+    pad = max(1, x.shape[-1] // 8)
+    padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
+    dx, dy = torch.randint(0, 2 * pad + 1, (2,), generator=gen).tolist()
+    return padded[..., dy:dy + x.shape[-2], dx:dx + x.shape[-1]]
+
+
+@hookimpl
+def register_conditioners(register):
+    register(ConditionalNorm)
+    register(AuxClassifierConditioner)
