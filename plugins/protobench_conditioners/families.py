@@ -59,15 +59,15 @@ class AuxClassifierNet(nn.Module):
         def block(cin, cout):
             return [nn.Conv2d(cin, cout, 3, padding=1), nn.GroupNorm(min(8, cout), cout), nn.SiLU()]
 
-        self.body = nn.Sequential(*block(in_channels, width), *block(width, width), *block(width, 2 * width),
-                                  *block(2 * width, 2 * width))
+        self.stem = nn.Sequential(*block(in_channels, width))
+        self.body = nn.Sequential(*block(width, 2 * width), *block(2 * width, 2 * width))
         self.head = nn.Linear(2 * width, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        h = self.body[:6](x)
-        if min(h.shape[-2:]) >= 4:  # halve once so larger images cost less; 8×8 digits stay 4×4 or more
+        h = self.stem(x)
+        if min(h.shape[-2:]) >= 8:  # halve once: the deeper layers work at half resolution
             h = F.avg_pool2d(h, 2)
-        return self.head(self.body[6:](h).mean(dim=(2, 3)))
+        return self.head(self.body(h).mean(dim=(2, 3)))
 
 
 class AuxClassifierConditioner(Conditioner):
@@ -84,7 +84,7 @@ class AuxClassifierConditioner(Conditioner):
 
     def __init__(self, num_classes: int, image_shape: tuple[int, int, int], null: str = "learned",
                  aux_weight: float = 0.1, aux_max_t: int = 300, classifier_width: int = 32,
-                 classifier_epochs: int = 15, classifier_lr: float = 1e-3, classifier_batch_size: int = 64):
+                 classifier_epochs: int = 12, classifier_lr: float = 1e-3, classifier_batch_size: int = 64):
         super().__init__()
         if null not in ("learned", "zero"):
             raise ValueError(f"null must be 'learned' or 'zero', got {null!r}")
