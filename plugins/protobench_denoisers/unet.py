@@ -152,7 +152,7 @@ class UNet(Denoiser):
         self.conv_out = nn.Conv2d(cur, c, 3, padding=1)
 
     def _embed(self, t: Tensor, cond: Conditioning) -> Tensor:
-        temb = timestep_embedding(t, self.time_channels)
+        temb = timestep_embedding(t, self.time_channels).to(self.conv_in.weight.dtype)  # follow .to(dtype)
         if self.cond_spec.emb_dim:
             if cond.emb is None:
                 raise ValueError("this U-Net was built for an embedding but the conditioning has none")
