@@ -45,43 +45,24 @@ def read_lines(path: Path) -> list[str]:
 
 
 def decode_images(paths: Sequence[Path], channels: int, size: int, dataset) -> Tensor:
-    """Decode image files to uint8 N×C×size×size, resized like `dataset.resize` (antialiased bilinear).
+    """Decode image files to uint8 N×C×size×size with torchvision's ImageFolder loader (PIL, to RGB), then
+    convert channels and resize exactly as `dataset.resize` does (so `protobench eval` matches)."""
+    from torchvision.datasets.folder import pil_loader
 
-    torchvision.io decodes JPEG/PNG/GIF/WebP; other formats (BMP, TIFF, ...) fall back to PIL."""
-    from torchvision.io import ImageReadMode, decode_image
-
-    mode = ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY
     out = torch.empty((len(paths), channels, size, size), dtype=torch.uint8)
-    pending: dict[tuple[int, int], list[tuple[int, Tensor]]] = {}
+    groups: dict[tuple[int, int], list[tuple[int, np.ndarray]]] = {}
     for i, path in enumerate(paths):
         try:
-            data = torch.frombuffer(bytearray(Path(path).read_bytes()), dtype=torch.uint8)
-            try:
-                img = decode_image(data, mode=mode)
-            except RuntimeError:
-                img = _decode_pil(path, channels)
-        except (OSError, ValueError, RuntimeError) as exc:
+            arr = np.asarray(pil_loader(str(path)))
+        except (OSError, ValueError, SyntaxError) as exc:  # PIL raises these for damaged or unknown files
             raise UsageError(f"{path}: cannot read image ({exc})") from None
-        if img.shape[-2:] == (size, size):
-            out[i] = img
-        else:
-            pending.setdefault(tuple(img.shape[-2:]), []).append((i, img))
-    for group in pending.values():  # resize images of one original size together
-        for start in range(0, len(group), 256):
-            part = group[start:start + 256]
-            resized = dataset.resize(torch.stack([img for _, img in part]))
-            for (i, _), img in zip(part, resized, strict=True):
-                out[i] = img
+        groups.setdefault(arr.shape[:2], []).append((i, arr))
+    for group in groups.values():  # images of one original size are converted together
+        for start in range(0, len(group), 512):
+            part = group[start:start + 512]
+            batch = torch.from_numpy(np.stack([arr for _, arr in part])).permute(0, 3, 1, 2)
+            out[[i for i, _ in part]] = dataset.resize(batch)
     return out
-
-
-def _decode_pil(path: Path, channels: int) -> Tensor:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        arr = np.asarray(im.convert("RGB" if channels == 3 else "L"))
-    arr = arr[:, :, None] if arr.ndim == 2 else arr
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
 
 
 # ---------------------------------------------------------------------------------------------

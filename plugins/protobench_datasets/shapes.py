@@ -103,6 +103,16 @@ def draw_parameters(n: int, rng: np.random.Generator, num_classes: int) -> dict[
 
 def render(params: dict[str, np.ndarray], size: int) -> Tensor:
     """uint8 N×3×size×size images for the given parameters."""
+    threads = torch.get_num_threads()
+    # many small elementwise kernels: intra-op threads cost more than they give (10× slower on a busy CPU)
+    torch.set_num_threads(1)
+    try:
+        return _render(params, size)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _render(params: dict[str, np.ndarray], size: int) -> Tensor:
     n = len(params["labels"])
     out = torch.empty((n, 3, size, size), dtype=torch.uint8)
     coords = (torch.arange(size, dtype=torch.float32) + 0.5) * (2.0 / size) - 1.0  # pixel centres in [-1, 1]
