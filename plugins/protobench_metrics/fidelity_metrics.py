@@ -1,104 +1,182 @@
-"""FID through torch-fidelity, with the dataset's domain evaluator registered as its feature extractor."""
+"""FID, KID, IS, precision/recall and per-class FID through torch-fidelity, on a named feature extractor.
+
+Samples arrive as uint8 tensors in memory; their features are extracted once per evaluation and shared by
+every metric; the real split's features are cached on disk (extractors.py). All the arithmetic is
+torch-fidelity's own (fid_statistics_to_metric, kid_features_to_metric, ...).
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import ClassVar
 
-import torch
+import numpy as np
 from torch import Tensor
 
-from protobench import Metric, Reference
-
-_EVALUATORS: dict[str, object] = {}
-
-
-def _register_extractor(name: str, net) -> None:
-    """Register `net` with torch-fidelity under `name` (once per process)."""
-    from torch_fidelity.feature_extractor_base import FeatureExtractorBase
-    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
-
-    _EVALUATORS[name] = net
-    if name in FEATURE_EXTRACTORS_REGISTRY:
-        return
-
-    class DomainEvaluatorExtractor(FeatureExtractorBase):
-        def __init__(self, fe_name, features_list, **kwargs):
-            super().__init__(fe_name, features_list)
-            self.net = _EVALUATORS[fe_name]
-
-        @staticmethod
-        def get_provided_features_list():
-            return ("features", "logits")
-
-        @staticmethod
-        def get_default_feature_layer_for_metric(metric):
-            return {"isc": "logits"}.get(metric, "features")
-
-        @staticmethod
-        def can_be_compiled():
-            return False
-
-        @staticmethod
-        def get_dummy_input_for_compile():
-            return None
-
-        def forward(self, x):
-            x = x.float().div(127.5).sub(1)
-            feats = self.net.features(x)
-            out = {"features": feats, "logits": self.net.head(feats)}
-            return tuple(out[f].double() for f in self.features_list)
-
-    register_feature_extractor(name, DomainEvaluatorExtractor)
+from protobench import Metric, Reference, UsageError
+from protobench_metrics.evaluator import one_thread
+from protobench_metrics.extractors import Extractor, fid_statistics, real_features, resolve, sample_features
 
 
-class _UInt8Images(torch.utils.data.Dataset):
-    def __init__(self, images: Tensor):
-        self.images = images
+class FidelityMetric(Metric):
+    """Shared plumbing: which extractor, which real split, features of samples and of real data."""
 
-    def __len__(self):
-        return self.images.shape[0]
+    needs_labels: ClassVar[bool] = False
+    min_samples: ClassVar[int] = 2
 
-    def __getitem__(self, i):
-        return self.images[i]
+    def __init__(self, inception_weights: str = "", reference_split: str = "train"):
+        self.inception_weights = inception_weights
+        self.reference_split = reference_split
 
+    def extractor(self, reference: Reference) -> Extractor:
+        return resolve(reference, self.inception_weights)
 
-def extractor_for(reference: Reference) -> tuple[str, str]:
-    """(torch-fidelity extractor name, label used in metric keys)."""
-    dataset = reference.dataset
-    from protobench_metrics.evaluator import load_or_train
+    def prepare(self, reference: Reference) -> None:
+        real_features(reference, self.extractor(reference), self.reference_split)
 
-    net, meta = load_or_train(dataset, reference.cache_dir, reference.show_progress)
-    name = f"protobench-{dataset.name}-evaluator-{dataset.checksum()}"
-    _register_extractor(name, net)
-    return name, f"{dataset.name}-evaluator"
-
-
-def fidelity(samples: Tensor, reference: Reference, split: str = "train", **metrics) -> dict[str, float]:
-    import torch_fidelity
-
-    name, _label = extractor_for(reference)
-    train, test = reference.dataset.load()
-    real = train if split == "train" else test
-    cache_root = Path(reference.cache_dir) / "fidelity"
-    cache_root.mkdir(parents=True, exist_ok=True)
-    return torch_fidelity.calculate_metrics(
-        input1=_UInt8Images(samples), input2=_UInt8Images(real.images), feature_extractor=name,
-        cuda=reference.device.type == "cuda", batch_size=256, save_cpu_ram=True, verbose=False,
-        cache=True, cache_root=str(cache_root), input2_cache_name=f"{name}-{split}",
-        **metrics,
-    )
+    def features(self, samples: Tensor, labels: Tensor | None, reference: Reference):
+        if samples.ndim != 4 or samples.shape[0] < self.min_samples:
+            raise UsageError(f"{self.name} needs at least {self.min_samples} samples, got {tuple(samples.shape)}")
+        if self.needs_labels and (labels is None or labels.shape != (samples.shape[0],)):
+            raise UsageError(f"{self.name} needs one class label per sample")
+        ext = self.extractor(reference)
+        samples = reference.dataset.resize(samples)
+        return ext, sample_features(ext, samples, reference.device), real_features(reference, ext, self.reference_split)
 
 
-class FID(Metric):
+def frechet_distance(mu_sigma_1: dict, mu_sigma_2: dict) -> float:
+    from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_statistics_to_metric
+
+    return float(fid_statistics_to_metric(mu_sigma_1, mu_sigma_2, False)[KEY_METRIC_FID])
+
+
+def _real_stats(real: dict[str, Tensor]) -> dict:
+    return {"mu": real["fid.mu"].numpy(), "sigma": real["fid.sigma"].numpy()}
+
+
+class FID(FidelityMetric):
     """Fréchet distance between feature statistics of the samples and of the real training split."""
 
     name = "fid"
     higher_is_better = False
 
-    def prepare(self, reference: Reference) -> None:
-        extractor_for(reference)
+    def compute(self, samples: Tensor, labels: Tensor, reference: Reference) -> dict[str, float]:
+        ext, fake, real = self.features(samples, labels, reference)
+        # eq. 6, Heusel et al. 2017: |mu1 - mu2|^2 + Tr(S1 + S2 - 2 (S1 S2)^1/2), computed by torch-fidelity
+        feats = fake[ext.layer("fid")]
+        with one_thread(feats.shape[1] <= 512):
+            return {f"fid[{ext.label}]": frechet_distance(fid_statistics(feats), _real_stats(real))}
+
+
+class KID(FidelityMetric):
+    """Kernel distance (unbiased MMD², cubic polynomial kernel), mean over random subsets."""
+
+    name = "kid"
+    higher_is_better = False
+
+    def __init__(self, inception_weights: str = "", reference_split: str = "train", kid_subsets: int = 100,
+                 kid_subset_size: int = 1000):
+        super().__init__(inception_weights, reference_split)
+        if kid_subsets < 1 or kid_subset_size < 2:
+            raise ValueError("kid_subsets must be >= 1 and kid_subset_size >= 2")
+        self.kid_subsets = kid_subsets
+        self.kid_subset_size = kid_subset_size
 
     def compute(self, samples: Tensor, labels: Tensor, reference: Reference) -> dict[str, float]:
-        _name, label = extractor_for(reference)
-        out = fidelity(samples, reference, fid=True)
-        return {f"fid[{label}]": float(out["frechet_inception_distance"])}
+        from torch_fidelity.metric_kid import (
+            KEY_METRIC_KID_MEAN,
+            KEY_METRIC_KID_STD,
+            kid_featuresdict_to_metric,
+        )
+
+        ext, fake, real = self.features(samples, labels, reference)
+        layer = ext.layer("kid")
+        size = min(self.kid_subset_size, len(fake[layer]), len(real[layer]))  # subsets cannot exceed either set
+        with one_thread(fake[layer].shape[1] <= 512):
+            out = kid_featuresdict_to_metric(fake, real, layer, kid_subsets=self.kid_subsets, kid_subset_size=size,
+                                             rng_seed=reference.seed, verbose=False)
+        return {f"kid[{ext.label}]": float(out[KEY_METRIC_KID_MEAN]),
+                f"kid-std[{ext.label}]": float(out[KEY_METRIC_KID_STD])}
+
+
+class InceptionScore(FidelityMetric):
+    """exp E_x KL(p(y|x) || p(y)) over the extractor's class logits (Salimans et al. 2016)."""
+
+    name = "is"
+    higher_is_better = True
+
+    def __init__(self, inception_weights: str = "", reference_split: str = "train", isc_splits: int = 10):
+        super().__init__(inception_weights, reference_split)
+        self.isc_splits = isc_splits
+
+    def prepare(self, reference: Reference) -> None:
+        self.extractor(reference)  # no real statistics: IS looks at the samples alone
+
+    def compute(self, samples: Tensor, labels: Tensor, reference: Reference) -> dict[str, float]:
+        from torch_fidelity.metric_isc import (
+            KEY_METRIC_ISC_MEAN,
+            KEY_METRIC_ISC_STD,
+            isc_featuresdict_to_metric,
+        )
+
+        if samples.ndim != 4 or samples.shape[0] < 2:
+            raise UsageError(f"is needs at least 2 samples, got {tuple(samples.shape)}")
+        ext = self.extractor(reference)
+        fake = sample_features(ext, reference.dataset.resize(samples), reference.device)
+        splits = max(1, min(self.isc_splits, samples.shape[0] // 2))
+        out = isc_featuresdict_to_metric(fake, ext.layer("isc"), isc_splits=splits, rng_seed=reference.seed,
+                                         verbose=False)
+        return {f"is[{ext.label}]": float(out[KEY_METRIC_ISC_MEAN]), f"is-std[{ext.label}]": float(out[KEY_METRIC_ISC_STD])}
+
+
+class PrecisionRecall(FidelityMetric):
+    """Improved precision (samples inside the real manifold) and recall (real inside the samples'), k-NN balls."""
+
+    name = "precision-recall"
+    higher_is_better = True
+
+    def __init__(self, inception_weights: str = "", reference_split: str = "train", prc_neighborhood: int = 3):
+        super().__init__(inception_weights, reference_split)
+        self.prc_neighborhood = prc_neighborhood
+        self.min_samples = prc_neighborhood + 1
+
+    def compute(self, samples: Tensor, labels: Tensor, reference: Reference) -> dict[str, float]:
+        from torch_fidelity.metric_prc import (
+            KEY_METRIC_PRECISION,
+            KEY_METRIC_RECALL,
+            prc_featuresdict_to_metric,
+        )
+
+        ext, fake, real = self.features(samples, labels, reference)
+        with one_thread(fake[ext.layer("prc")].shape[1] <= 512):
+            out = prc_featuresdict_to_metric(fake, real, ext.layer("prc"), prc_neighborhood=self.prc_neighborhood,
+                                             save_cpu_ram=True, verbose=False)
+        return {f"precision[{ext.label}]": float(out[KEY_METRIC_PRECISION]),
+                f"recall[{ext.label}]": float(out[KEY_METRIC_RECALL])}
+
+
+class FIDPerClass(FidelityMetric):
+    """FID of each class's samples against that class's real images, and their mean.
+
+    Noisy with few samples per class (50 per class at 500 samples): compare runs, not papers."""
+
+    name = "fid-per-class"
+    higher_is_better = False
+    needs_labels = True
+
+    def compute(self, samples: Tensor, labels: Tensor, reference: Reference) -> dict[str, float]:
+        ext, fake, real = self.features(samples, labels, reference)
+        layer = ext.layer("fid")
+        labels = labels.cpu()
+        out: dict[str, float] = {}
+        values = []
+        for k in range(reference.dataset.num_classes):
+            mine, theirs = fake[layer][labels == k], real[layer][real["labels"] == k]
+            if len(mine) < 2 or len(theirs) < 2:
+                continue
+            with one_thread(mine.shape[1] <= 512):
+                value = frechet_distance(fid_statistics(mine), fid_statistics(theirs))
+            out[f"fid-per-class[{ext.label}]/{k}"] = value
+            values.append(value)
+        if not values:
+            raise UsageError("fid-per-class needs at least 2 samples of some class")
+        return {f"fid-per-class[{ext.label}]": float(np.mean(values)), **out}

@@ -3,6 +3,8 @@ from protobench import hookimpl
 
 @hookimpl
 def register_metrics(register):
-    from protobench_metrics.fidelity_metrics import FID
+    from protobench_metrics.classifier_metrics import CAS, ClassAccuracy
+    from protobench_metrics.fidelity_metrics import FID, KID, FIDPerClass, InceptionScore, PrecisionRecall
 
-    register(FID)
+    for cls in (FID, KID, InceptionScore, PrecisionRecall, FIDPerClass, ClassAccuracy, CAS):
+        register(cls)
