@@ -1,0 +1,235 @@
+"""Stage I of ProtoDiffusion: convolutional prototype learning (Yang et al. 2018), one prototype per class.
+
+A feature extractor f_ψ (ResNet-18, stem adapted to small images, projected to `dim`) and a codebook M
+(C × dim) are trained end to end with the distance-based cross-entropy plus the prototype loss
+(ProtoDiffusion eq. 9–10). The result is cached by (dataset checksum, Stage-I options, seed) so every run
+of that seed, frozen or unfrozen, reuses one Stage I — and is still charged its device-seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from protobench.interfaces.conditioner import PrepareContext
+from protobench.interfaces.dataset import DataSplit
+from protobench.io import atomic_write_json
+
+#: bump when Stage I changes in a way that makes cached prototypes stale
+STAGE1_VERSION = 1
+WEIGHTS_FILE = "stage1.safetensors"
+META_FILE = "stage1.json"
+
+
+@dataclass(frozen=True)
+class Stage1Options:
+    dim: int = 128  # the paper's cdim
+    gamma: float = 1.0  # sharpness of the assignment, eq. 9
+    lam: float = 0.01  # weight of the prototype loss, eq. 10
+    lr: float = 1e-4  # Adam, paper A.1
+    batch_size: int = 512
+    epochs: int = 20
+
+    def validate(self) -> None:
+        checks = [(self.dim > 0, "dim must be > 0"), (self.gamma > 0, "gamma must be > 0"),
+                  (self.lam >= 0, "lam must be >= 0"), (self.lr > 0, "stage1_lr must be > 0"),
+                  (self.batch_size > 0, "stage1_batch_size must be > 0"), (self.epochs > 0, "stage1_epochs must be > 0")]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+
+@dataclass
+class Stage1Result:
+    prototypes: Tensor  # (C, dim), float32, cpu
+    meta: dict[str, Any]  # test_accuracy, device_seconds, cache_key, ...
+    path: Path  # the cache entry (a folder)
+    cache_hit: bool
+
+
+# ---------------------------------------------------------------------------------------------
+# the model
+
+
+class FeatureExtractor(nn.Module):
+    """f_ψ: timm ResNet-18 (random init) with a small-image stem, then a linear projection to `dim`."""
+
+    def __init__(self, image_shape: tuple[int, int, int], dim: int):
+        super().__init__()
+        import timm
+
+        c, h, w = image_shape
+        self.backbone = timm.create_model("resnet18", pretrained=False, in_chans=c, num_classes=0)
+        if max(h, w) <= 64:  # a 7×7/2 conv and a max-pool would leave almost nothing of an 8–64 px image
+            self.backbone.conv1 = nn.Conv2d(c, self.backbone.conv1.out_channels, 3, stride=1, padding=1, bias=False)
+            self.backbone.maxpool = nn.Identity()
+        self.projection = nn.Linear(self.backbone.num_features, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.projection(self.backbone(x))
+
+
+class PrototypeClassifier(nn.Module):
+    """f_ψ plus the codebook M of one prototype per class."""
+
+    def __init__(self, image_shape: tuple[int, int, int], num_classes: int, dim: int):
+        super().__init__()
+        self.extractor = FeatureExtractor(image_shape, dim)
+        self.prototypes = nn.Parameter(torch.randn(num_classes, dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.extractor(x)
+
+
+def squared_distances(features: Tensor, prototypes: Tensor) -> Tensor:
+    """‖f_ψ(x) − e_i‖² for every sample and prototype, (B, C)."""
+    return (features[:, None, :] - prototypes[None, :, :]).pow(2).sum(-1)
+
+
+def stage1_loss(features: Tensor, prototypes: Tensor, labels: Tensor, gamma: float, lam: float) -> Tensor:
+    d2 = squared_distances(features, prototypes)
+    # eq. 9: p(x ∈ e_i | x) ∝ exp(−γ‖f_ψ(x) − e_i‖²); with K = 1 the first term of eq. 10 is a plain CE
+    dce = F.cross_entropy(-gamma * d2, labels)
+    # eq. 10, second term: pull f_ψ(x) onto e_closest, the (only) prototype of its true class
+    pl = d2.gather(1, labels[:, None]).mean()
+    return dce + lam * pl
+
+
+def nearest_prototype(features: Tensor, prototypes: Tensor) -> Tensor:
+    """eq. 8: the class of the closest prototype."""
+    return squared_distances(features, prototypes).argmin(1)
+
+
+@torch.no_grad()
+def extract(extractor: nn.Module, split: DataSplit, device: torch.device, batch_size: int = 1000) -> Tensor:
+    extractor.eval()
+    out = [extractor(split.images[i:i + batch_size].to(device).float().div(127.5).sub(1.0)).float().cpu()
+           for i in range(0, len(split), batch_size)]
+    return torch.cat(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# training
+
+
+def train_stage1(train: DataSplit, test: DataSplit, num_classes: int, image_shape: tuple[int, int, int],
+                 opts: Stage1Options, seed: int, device: torch.device,
+                 show_progress: bool = False) -> tuple[PrototypeClassifier, Tensor, dict[str, Any]]:
+    """Train f_ψ and M; returns the model (on cpu), the test split's features and metadata (test accuracy)."""
+    opts.validate()
+    # own RNG stream: a run that hits the cache must continue exactly like one that trained Stage I
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        model = PrototypeClassifier(image_shape, num_classes, opts.dim).to(device)
+        initial = model.prototypes.detach().clone()
+        optimizer = torch.optim.Adam(model.parameters(), lr=opts.lr)
+        order = torch.Generator().manual_seed(seed)
+        x_all, y_all = train.images, train.labels.long()
+        n = len(train)
+        bs = min(opts.batch_size, n)
+        steps_per_epoch = max(1, n // bs)  # drop the ragged last batch (BatchNorm and a fixed step count)
+        progress = _progress() if show_progress else None
+        if progress is not None:
+            progress.start()
+            task = progress.add_task("Stage I: prototypes", total=opts.epochs * steps_per_epoch)
+        try:
+            model.train()
+            for epoch in range(opts.epochs):
+                perm = torch.randperm(n, generator=order)
+                for step in range(steps_per_epoch):
+                    idx = perm[step * bs:(step + 1) * bs]
+                    x = x_all[idx].to(device).float().div(127.5).sub(1.0)
+                    y = y_all[idx].to(device)
+                    loss = stage1_loss(model(x), model.prototypes, y, opts.gamma, opts.lam)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    value = loss.item()
+                    if not math.isfinite(value):
+                        raise RuntimeError(f"Stage I loss became {value} at epoch {epoch}; lower stage1_lr or gamma")
+                    if progress is not None:
+                        progress.update(task, advance=1, description=f"Stage I: prototypes, epoch {epoch + 1} loss {value:.3f}")
+        finally:
+            if progress is not None:
+                progress.stop()
+        features = extract(model.extractor, test, device)
+        prototypes = model.prototypes.detach().float().cpu()
+        accuracy = float((nearest_prototype(features, prototypes) == test.labels.long()).float().mean())
+    # how far the codebook moved from its N(0, 1) start (the features do most of the clustering)
+    shift = float((prototypes - initial.cpu()).norm() / initial.norm())
+    meta = {"test_accuracy": accuracy, "final_loss": value, "steps": opts.epochs * steps_per_epoch,
+            "prototype_shift": shift}
+    return model.cpu(), features, meta
+
+
+def _progress():
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
+                    TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# the cache
+
+
+def cache_key(dataset_checksum: str, num_classes: int, image_shape, opts: Stage1Options, seed: int) -> str:
+    ident = {"version": STAGE1_VERSION, "dataset": dataset_checksum, "num_classes": num_classes,
+             "image_shape": list(image_shape), "options": asdict(opts), "seed": seed}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_entry(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]] | None:
+    """(tensors, metadata) of a complete cache entry, or None. The JSON is written last: it marks completion."""
+    meta_path, weights_path = path / META_FILE, path / WEIGHTS_FILE
+    if not (meta_path.exists() and weights_path.exists()):
+        return None
+    try:
+        return load_file(str(weights_path)), json.loads(meta_path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def prototypes_for(ctx: PrepareContext, opts: Stage1Options) -> Stage1Result:
+    """The Stage-I prototypes for this dataset, options and seed: from the cache, or trained now."""
+    key = cache_key(ctx.dataset_checksum, ctx.num_classes, ctx.image_shape, opts, ctx.seed)
+    path = Path(ctx.cache_dir) / "prototypes" / key
+    entry = load_entry(path)
+    if entry is not None:
+        tensors, meta = entry
+        ctx.charge(meta["device_seconds"])  # the paper counts Stage I in every ProtoDiffusion run
+        return Stage1Result(tensors["prototypes"], meta, path, cache_hit=True)
+    start = time.perf_counter()
+    model, features, info = train_stage1(ctx.train, ctx.test, ctx.num_classes, tuple(ctx.image_shape), opts, ctx.seed,
+                               ctx.device, ctx.show_progress)
+    world = int(os.environ.get("WORLD_SIZE", "1"))  # every process trains it: charge it as the ledger does
+    wall = time.perf_counter() - start
+    meta = {**info, "device_seconds": wall * world, "wall_seconds": wall, "cache_key": key,
+            "dataset_checksum": ctx.dataset_checksum, "num_classes": ctx.num_classes,
+            "image_shape": list(ctx.image_shape), "seed": ctx.seed, "options": asdict(opts),
+            "version": STAGE1_VERSION, "device": ctx.device.type}
+    prototypes = model.prototypes.detach().float().contiguous()
+    if int(os.environ.get("RANK", "0")) == 0:
+        tensors = {"prototypes": prototypes,
+                   "test_features": features.contiguous(),
+                   "test_labels": ctx.test.labels.long().contiguous(),
+                   **{f"extractor.{k}": v.detach().cpu().contiguous() for k, v in model.extractor.state_dict().items()}}
+        path.mkdir(parents=True, exist_ok=True)
+        tmp = path / f".{WEIGHTS_FILE}.{os.getpid()}.tmp"
+        save_file(tensors, str(tmp))
+        os.replace(tmp, path / WEIGHTS_FILE)
+        atomic_write_json(path / META_FILE, meta)
+    return Stage1Result(prototypes, meta, path, cache_hit=False)
