@@ -46,7 +46,8 @@ class Registry:
         if existing is not None:
             raise PluginError(
                 f"{kind} {name!r} is registered twice: by plugin {existing.plugin!r} ({existing.cls.__module__}."
-                f"{existing.cls.__name__}) and by plugin {plugin!r} ({cls.__module__}.{cls.__name__})"
+                f"{existing.cls.__name__}) and by plugin {plugin!r} ({cls.__module__}.{cls.__name__}); "
+                f"uninstall one or set PROTOBENCH_DISABLE_PLUGINS={plugin}"
             )
         self.entries[kind][name] = Registered(kind, name, cls, plugin, version)
 
@@ -149,7 +150,14 @@ def load_registry(extra_plugins: dict[str, object] | None = None) -> Registry:
         candidates.append((ep.name, version, module))
     for name, module in (extra_plugins or {}).items():
         candidates.append((name, "local", module))
+    known_hooks = sorted(f"register_{kind}s" for kind in KINDS)
     for name, version, module in candidates:
+        # a misspelt hook would otherwise be silently ignored and the plugin would register nothing
+        unknown = [a for a in dir(module) if hasattr(getattr(module, a, None), "protobench_impl") and a not in known_hooks]
+        if unknown:
+            registry.broken[name] = f"unknown hook {unknown[0]}; known hooks: {', '.join(known_hooks)}"
+            _trace(f"not loaded {name}: {registry.broken[name]}")
+            continue
         pm.register(module, name=name)
         registry.loaded[name] = version
         _trace(f"loaded {name} {version}")
