@@ -2,8 +2,254 @@
 
 from __future__ import annotations
 
+import io
+import json
+import os
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
 import click
+
+from protobench.errors import UsageError
+
+DEFAULT_METRICS = ("fid", "kid", "precision-recall")
+LABELLED_METRICS = ("class-accuracy",)  # added by default when the file has labels
+
+
+def load_samples(path: Path) -> tuple[Any, Any]:
+    """(images uint8 N×C×H×W, labels int64 N or None) from an .npz; any problem is one UsageError line."""
+    import numpy as np
+    import torch
+
+    if not path.is_file():
+        raise UsageError(f"samples file not found: {path}")
+    try:
+        data = np.load(path, allow_pickle=False)
+        if not hasattr(data, "files"):
+            raise UsageError(f"{path}: not an .npz archive (a single .npy array)")
+        with data:
+            if "images" not in data.files:
+                raise UsageError(f"{path}: no 'images' array (found: {', '.join(data.files) or 'none'})")
+            images = data["images"]
+            labels = data["labels"] if "labels" in data.files else None
+    except UsageError:
+        raise
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise UsageError(f"{path}: not a readable .npz file ({type(exc).__name__})") from None
+    if images.dtype != np.uint8:
+        raise UsageError(f"{path}: 'images' must be uint8 (0..255), got {images.dtype}")
+    if images.ndim != 4:
+        raise UsageError(f"{path}: 'images' must be N×H×W×C or N×C×H×W (rank 4), got shape {images.shape}")
+    if images.shape[0] == 0 or 0 in images.shape:
+        raise UsageError(f"{path}: 'images' is empty (shape {images.shape})")
+    channels_first, channels_last = images.shape[1] in (1, 3), images.shape[-1] in (1, 3)
+    if channels_last and not channels_first:
+        images = images.transpose(0, 3, 1, 2)
+    elif not channels_first:
+        raise UsageError(f"{path}: cannot tell the channel axis of shape {images.shape} (expected 1 or 3 channels)")
+    tensor = torch.from_numpy(np.ascontiguousarray(images))
+    if labels is None:
+        return tensor, None
+    if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
+        raise UsageError(f"{path}: 'labels' must have one entry per image ({images.shape[0]}), got shape {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise UsageError(f"{path}: 'labels' must be integers, got {labels.dtype}")
+    return tensor, torch.from_numpy(labels.astype(np.int64))
+
+
+def evaluate_file(samples: Path, dataset_name: str, metric_names: tuple[str, ...], inception_weights: Path | None,
+                  data_root: str | None, out: Path, overrides: tuple[str, ...] = (), show_progress: bool = True
+                  ) -> dict[str, Any]:
+    """Score an .npz of samples against a dataset: the record `protobench eval --json` prints."""
+    from protobench.config import coerce, parse_overrides
+    from protobench.engine import cache_dir, current_dist, device_info, pick_device
+    from protobench.interfaces import Reference
+    from protobench.plugins import CONTEXT_KEYS, get_registry, plugin_options
+
+    registry = get_registry()
+    images, labels = load_samples(samples)
+    user = parse_overrides(overrides)
+    ds_opts = {k.split(".", 1)[1]: v for k, v in user.items() if k.startswith("dataset.")}
+    metric_opts = {k.split(".", 1)[1]: v for k, v in user.items() if k.startswith("metric.")}
+    unknown = [k for k in user if not k.startswith(("dataset.", "metric."))]
+    if unknown:
+        raise UsageError(f"eval accepts -o dataset.<option> and metric.<option>, got {unknown[0]!r}")
+    ds_cls = registry.get("dataset", dataset_name).cls
+    ds_defaults = plugin_options(ds_cls, CONTEXT_KEYS)
+    for k in ds_opts:
+        if k in ds_defaults:
+            ds_opts[k] = coerce(ds_opts[k], ds_defaults[k], f"dataset.{k}")
+    data_root = data_root or os.environ.get("PROTOBENCH_DATA_ROOT")
+    dataset = registry.build("dataset", dataset_name, ds_opts, {"data_root": data_root})
+    dataset.load()
+    if labels is not None and len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= dataset.num_classes):
+        raise UsageError(f"{samples}: labels must be in [0, {dataset.num_classes}) for {dataset_name}, "
+                         f"got {int(labels.min())}..{int(labels.max())}")
+    try:
+        images = dataset.resize(images)
+    except ValueError as exc:
+        raise UsageError(f"{samples}: {exc}") from None
+    if not metric_names:
+        metric_names = DEFAULT_METRICS + (LABELLED_METRICS if labels is not None else ())
+    metrics = []
+    for name in metric_names:
+        cls = registry.get("metric", name).cls
+        if getattr(cls, "needs_labels", False) and labels is None:
+            raise UsageError(f"metric {name!r} needs class labels: add a 'labels' array to {samples}")
+        mine = plugin_options(cls, CONTEXT_KEYS)
+        opts = {k: coerce(v, mine[k], f"metric.{k}") for k, v in metric_opts.items() if k in mine}
+        metrics.append((name, registry.build("metric", name, opts, {"num_classes": dataset.num_classes,
+                                                                      "image_shape": tuple(dataset.image_shape)})))
+    leftover = [k for k in metric_opts if not any(k in plugin_options(type(m), CONTEXT_KEYS) for _n, m in metrics)]
+    if leftover:
+        raise UsageError(f"unknown option metric.{leftover[0]} for metrics {', '.join(metric_names)}")
+    device = pick_device(current_dist())
+    if inception_weights is None and os.environ.get("PROTOBENCH_INCEPTION_WEIGHTS"):
+        inception_weights = Path(os.environ["PROTOBENCH_INCEPTION_WEIGHTS"])
+    reference = Reference(dataset, cache_dir(out), device, seed=0, inception_weights=inception_weights,
+                          show_progress=show_progress)
+    start = time.perf_counter()
+    for _name, metric in metrics:
+        metric.prepare(reference)
+    prepare_seconds = time.perf_counter() - start
+    values: dict[str, float] = {}
+    seconds: dict[str, float] = {}
+    for name, metric in metrics:
+        t0 = time.perf_counter()
+        values.update(metric.compute(images, labels, reference))
+        seconds[name] = time.perf_counter() - t0
+    record: dict[str, Any] = {
+        "samples": str(samples), "dataset": dataset_name, "dataset_checksum": dataset.checksum(),
+        "n": int(images.shape[0]), "labels": labels is not None, "metrics": values,
+        "metric_seconds": seconds, "prepare_seconds": prepare_seconds, "device": device_info(device, 1),
+        "inception_weights": str(inception_weights) if inception_weights else None,
+    }
+    if any(k.endswith("-evaluator]") or "-evaluator]/" in k for k in values):
+        from protobench_metrics.extractors import domain_evaluator
+
+        record["evaluator"] = {"test_accuracy": domain_evaluator(reference)[1]["test_accuracy"]}
+    return record
+
+
+def _write_npz(path: Path, images, labels) -> None:
+    import numpy as np
+
+    from protobench.io import atomic_write_bytes
+
+    buf = io.BytesIO()
+    np.savez(buf, images=images.permute(0, 2, 3, 1).numpy(), labels=labels.numpy())  # N×H×W×C, the common layout
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def sample_run(run_id: str, out: Path, class_k: int | None, n: int | None, output: Path | None,
+               seed: int = 0) -> dict[str, Any]:
+    """Draw samples from a run's latest checkpoint (EMA weights) with its own guidance and sampler."""
+    import torch
+    from safetensors.torch import load_file
+
+    from protobench.config import RunConfig
+    from protobench.engine import DiffusionModel, Run, _strip, generate, save_grid
+    from protobench.interfaces import ConditionedNet, Guidance
+    from protobench.plugins import get_registry
+
+    run_dir = out / "runs" / run_id
+    cfg_path = run_dir / "config.json"
+    if not cfg_path.is_file():
+        raise UsageError(f"no run {run_id!r} under {out / 'runs'} (missing {cfg_path})")
+    latest = run_dir / "checkpoints" / "latest.json"
+    if not latest.is_file():
+        raise UsageError(f"run {run_id!r} has no checkpoint yet (missing {latest})")
+    cfg = RunConfig.from_dict(json.loads(cfg_path.read_text())["config"])
+    meta = json.loads(latest.read_text())
+    run = Run(cfg, get_registry(), out, show_progress=False)
+    run.build()
+    num_classes = run.dataset.num_classes
+    if class_k is not None and not 0 <= class_k < num_classes:
+        raise UsageError(f"--class must be in [0, {num_classes}) for {cfg.dataset}, got {class_k}")
+    model = DiffusionModel(run.conditioner, run.denoiser, run.schedule)
+    try:
+        model.load_state_dict(_strip("ema", load_file(str(run_dir / "checkpoints" / meta["file"]))))
+    except (OSError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise UsageError(f"run {run_id!r}: checkpoint {meta['file']} does not load: {first}") from None
+    model.to(run.device).eval()
+    net = ConditionedNet(model.conditioner, model.denoiser, num_classes)
+    if type(run.guidance).prepare is not Guidance.prepare:  # e.g. fit the feature classifier, as the run did
+        run.guidance.prepare(run.prepare_context(net=net, schedule=run.schedule))
+    if n is None:
+        n = 10 if class_k is not None else 10 * min(num_classes, 10)
+    if n < 1:
+        raise UsageError(f"--n must be >= 1, got {n}")
+    labels = torch.full((n,), class_k) if class_k is not None else torch.arange(n) % num_classes
+    samples, labels, acceptance = generate(net, run.guidance, run.sampler, run.schedule, n, num_classes,
+                                           tuple(run.dataset.image_shape), seed=seed, device=run.device,
+                                           labels=labels)
+    if output is None:
+        output = run_dir / f"sample-{'all' if class_k is None else f'class{class_k}'}-n{n}-s{seed}.png"
+    if output.suffix == ".npz":
+        _write_npz(output, samples, labels)
+    elif class_k is not None:  # one class: fill rows of 10 rather than a single class row
+        layout = torch.arange(n) // 10
+        save_grid(samples[:100], layout[:100], int(layout[:100].max()) + 1, output)
+    else:
+        save_grid(samples, labels, num_classes, output)
+    return {"run_id": run_id, "output": str(output), "n": n, "class": class_k, "images_seen": meta["images_seen"],
+            "checkpoint": meta["file"], "guidance": cfg.guidance, "sampler": cfg.sampler,
+            "acceptance_rate": acceptance}
 
 
 def add_commands(main: click.Group) -> None:
     """Attach this module's commands to the top-level group."""
+    from protobench.cli import console, out_option, resolve_out
+
+    @main.command("eval")
+    @click.option("--samples", "samples", type=click.Path(path_type=Path), required=True,
+                  help="An .npz with `images` (uint8 N×H×W×C or N×C×H×W) and optional `labels`.")
+    @click.option("--dataset", default="digits", show_default=True, help="Dataset to compare against.")
+    @click.option("--metric", "metrics", multiple=True,
+                  help=f"Metric plugin(s) (default: {', '.join(DEFAULT_METRICS)}, plus class-accuracy with labels).")
+    @click.option("--inception-weights", type=click.Path(path_type=Path), default=None,
+                  help="torch-fidelity Inception-v3 weights file (or $PROTOBENCH_INCEPTION_WEIGHTS).")
+    @click.option("--data-root", default=None, help="Folder holding the dataset (or $PROTOBENCH_DATA_ROOT).")
+    @click.option("-o", "overrides", multiple=True, metavar="KEY=VALUE",
+                  help="dataset.<option>=... or metric.<option>=... (e.g. metric.kid_subsets=50).")
+    @out_option
+    @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+    @click.option("--quiet", is_flag=True, help="No progress bar.")
+    def eval_command(samples, dataset, metrics, inception_weights, data_root, overrides, out, as_json, quiet):
+        """Score any generator's samples against a dataset."""
+        from rich.markup import escape
+        from rich.table import Table
+
+        record = evaluate_file(samples, dataset, tuple(metrics), inception_weights, data_root, resolve_out(out),
+                               tuple(overrides), show_progress=not quiet)
+        if as_json:
+            click.echo(json.dumps(record, indent=2))
+        table = Table(title=f"{record['n']} samples from {escape(str(samples))} vs {dataset}")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for key, value in record["metrics"].items():
+            table.add_row(escape(key), f"{value:.4f}")
+        c = console()
+        c.print(table)
+        if "evaluator" in record:
+            c.print(f"{dataset}-evaluator test accuracy: {record['evaluator']['test_accuracy']:.4f} "
+                    "(not comparable with papers' Inception numbers)")
+
+    @main.command("sample")
+    @click.argument("run_id")
+    @click.option("--class", "class_k", type=int, default=None, help="Draw only this class.")
+    @click.option("--n", "n", type=int, default=None, help="Number of samples (default 10 per class shown).")
+    @click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed.")
+    @click.option("--output", type=click.Path(path_type=Path), default=None,
+                  help="A .png grid, or an .npz (images N×H×W×C uint8, labels) for `protobench eval`.")
+    @out_option
+    @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON on stdout.")
+    def sample_command(run_id, class_k, n, seed, output, out, as_json):
+        """Draw samples from a trained run (its latest checkpoint's EMA weights)."""
+        info = sample_run(run_id, resolve_out(out), class_k, n, output, seed)
+        if as_json:
+            click.echo(json.dumps(info, indent=2))
+        console().print(f"wrote {info['n']} samples to {info['output']}")
