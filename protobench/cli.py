@@ -141,15 +141,18 @@ def run(resume_id: str | None, **params: Any) -> None:
         sys.exit(1)
 
 
-def execute(cfg, registry, out: Path, show_progress: bool = True, hostfile: Path | None = None) -> dict[str, Any]:
-    """Run one config in this process, or under the DeepSpeed launcher when it asks for several processes."""
+def execute(cfg, registry, out: Path, show_progress: bool = True, hostfile: Path | None = None,
+            progress=None) -> dict[str, Any]:
+    """Run one config in this process, or under the DeepSpeed launcher when it asks for several processes.
+
+    `progress(images_seen, budget, mse)`, if given, is called as training advances (a sweep's display)."""
     if cfg.gpus > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
         from protobench.distributed import launch
 
-        return launch(cfg, out, show_progress=show_progress, hostfile=hostfile)
+        return launch(cfg, out, show_progress=show_progress, hostfile=hostfile, progress=progress)
     from protobench.engine import Run
 
-    return Run(cfg, registry, out, show_progress=show_progress).execute()
+    return Run(cfg, registry, out, show_progress=show_progress, progress=progress).execute()
 
 
 def print_record(record: dict[str, Any]) -> None:
@@ -219,3 +222,7 @@ from protobench.cli_results import add_commands as _add_results  # noqa: E402
 
 _add_results(main)  # sweep, report, compare, plot
 _add_eval(main)  # eval, sample
+
+
+if __name__ == "__main__":
+    main()

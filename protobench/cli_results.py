@@ -2,8 +2,206 @@
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
 import click
 
 
 def add_commands(main: click.Group) -> None:
     """Attach this module's commands to the top-level group."""
+    from protobench.cli import out_option, run_options
+
+    @main.command()
+    @run_options
+    def sweep(**params: Any) -> None:
+        """Run every combination of the axes (comma lists; `-o key=a|b` sweeps an option).
+
+        With no axes and no --config: digits × {random, proto-frozen, proto-unfrozen} × seeds 0,1,2.
+        A finished combination is skipped, an interrupted one resumes, a failed one is recorded and the
+        sweep goes on; the exit code is 1 if any combination failed.
+        """
+        records = run_sweep(params)
+        if params["as_json"]:
+            click.echo(json.dumps(records, indent=2, default=str))
+        if any(r["status"] != "completed" for r in records):
+            sys.exit(1)
+
+    @main.command()
+    @out_option
+    @click.option("--target", type=float, default=None,
+                  help="FID to reach (default: each row's baseline mean best FID; baseline = conditioner random).")
+    @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON on stdout.")
+    def report(out: Path | None, target: float | None, as_json: bool) -> None:
+        """Device-hours to best FID per combination: mean ± 95% CI over seeds, speedup vs the baseline."""
+        from protobench.cli import resolve_out
+        from protobench.report import build_rows, print_rows
+        from protobench.store import records
+
+        out = resolve_out(out)
+        rows = build_rows(records(out, status="completed"), target=target)
+        if as_json:
+            click.echo(json.dumps(rows, indent=2, default=str))
+        print_rows(rows, title=f"protobench report — {out}")
+
+    @main.command()
+    @out_option
+    @click.argument("a")
+    @click.argument("b")
+    @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON on stdout.")
+    def compare(out: Path | None, a: str, b: str, as_json: bool) -> None:
+        """Two runs (ids or folders) or two sweeps (results directories) side by side, B relative to A."""
+        from protobench.cli import resolve_out
+        from protobench.report import compare_sides, load_side, print_comparison
+
+        out = resolve_out(out)
+        side_a, side_b = load_side(a, out), load_side(b, out)
+        pairs = compare_sides(side_a, side_b)
+        if as_json:
+            click.echo(json.dumps(pairs, indent=2, default=str))
+        print_comparison(pairs, a, b)
+
+    @main.group()
+    def plot() -> None:
+        """PNG figures: learning curves, sample grids, prototypes."""
+
+    @plot.command()
+    @out_option
+    @click.option("--output", type=click.Path(path_type=Path), default=None, help="PNG file (default <out>/curves.png).")
+    def curves(out: Path | None, output: Path | None) -> None:
+        """FID against device-hours per combination: mean line, band over seeds."""
+        from protobench.cli import console, resolve_out
+        from protobench.plots import plot_curves
+        from protobench.store import records
+
+        out = resolve_out(out)
+        output = output or out / "curves.png"
+        plot_curves(records(out), output)
+        console().print(f"wrote {output}")
+
+    @plot.command()
+    @out_option
+    @click.argument("run")
+    @click.option("--output", type=click.Path(path_type=Path), default=None, help="PNG file (default <run>/samples-grid.png).")
+    def samples(out: Path | None, run: str, output: Path | None) -> None:
+        """The run's last evaluation samples as a grid, one row per class."""
+        from protobench.cli import console, resolve_out
+        from protobench.plots import plot_samples
+        from protobench.report import resolve_run
+
+        run_dir = resolve_run(run, resolve_out(out))
+        output = output or run_dir / "samples-grid.png"
+        plot_samples(run_dir, output)
+        console().print(f"wrote {output}")
+
+    @plot.command()
+    @out_option
+    @click.argument("run")
+    @click.option("--output", type=click.Path(path_type=Path), default=None, help="PNG file (default <run>/prototypes.png).")
+    def prototypes(out: Path | None, run: str, output: Path | None) -> None:
+        """The prototypes a proto-* conditioner learned (Stage I)."""
+        from protobench.cli import console, resolve_out
+        from protobench.report import resolve_run
+
+        run_dir = resolve_run(run, resolve_out(out))
+        output = output or run_dir / "prototypes.png"
+        from protobench.plot_prototypes import plot_prototypes
+
+        plot_prototypes(run_dir, output)
+        console().print(f"wrote {output}")
+
+
+def run_sweep(params: dict[str, Any]) -> list[dict[str, Any]]:
+    """Expand the axes, run each combination in turn (skip / resume / record failure), index every run."""
+    from rich.markup import escape
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from protobench import store
+    from protobench.cli import collect_user, console, execute, resolve_out
+    from protobench.config import build_config
+    from protobench.errors import UsageError
+    from protobench.io import atomic_write_json
+    from protobench.plugins import get_registry
+    from protobench.sweep import (
+        AXES,
+        DEFAULT_SWEEP,
+        describe,
+        expand,
+        load_sweep_toml,
+        split_list,
+        split_overrides,
+        sweep_id,
+    )
+
+    registry = get_registry()
+    out = resolve_out(params["out"])
+    fixed_pairs, swept = split_overrides(params.get("overrides") or ())
+    lists: dict[str, list[Any]] = {}
+    if params.get("config_file"):
+        _, lists = load_sweep_toml(params["config_file"])
+    elif not any(params.get(axis) for axis in AXES):
+        lists = dict(DEFAULT_SWEEP)
+    for axis in AXES:
+        if params.get(axis):
+            lists[axis] = split_list(params[axis])
+    lists.update(swept)
+    base_params = {**params, "overrides": tuple(fixed_pairs), **{axis: None for axis in AXES}}
+    fixed = collect_user(base_params)  # the TOML's run keys, fixed -o, --budget, ...
+    combos = expand(lists) if lists else [{}]
+    show = not params.get("quiet")
+    c = console()
+    results: list[dict[str, Any]] = []
+    manifest: list[dict[str, Any]] = []
+    sid = sweep_id(combos, fixed)
+    c.print(f"sweep {sid}: {len(combos)} combinations → {out}")
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=c, transient=True, disable=not show)
+    with progress:
+        overall = progress.add_task("sweep", total=len(combos))
+        current = progress.add_task("", total=1, visible=False)
+        for i, combo in enumerate(combos):
+            label = describe(combo)
+            progress.update(overall, description=f"sweep [{i + 1}/{len(combos)}]")
+            progress.update(current, description=escape(label), completed=0, total=1, visible=True)
+
+            def on_step(seen: int, budget: int, mse: float, _label=label) -> None:
+                progress.update(current, completed=seen, total=budget, description=f"{escape(_label)} loss {mse:.4f}")
+
+            record: dict[str, Any] | None = None
+            error = None
+            try:
+                cfg = build_config({**fixed, **combo}, registry)
+            except UsageError as exc:
+                cfg, error = None, str(exc)
+            if cfg is not None:
+                run_dir = out / "runs" / cfg.run_id()
+                try:
+                    record = execute(cfg, registry, out, show_progress=False, hostfile=params.get("hostfile"),
+                                     progress=on_step)
+                except KeyboardInterrupt:
+                    store.index_run(out, run_dir)
+                    raise
+                except Exception as exc:  # one combination failing must not stop the others
+                    error = str(exc) if isinstance(exc, UsageError) else f"{type(exc).__name__}: {exc}"
+                record = store.index_run(out, run_dir) or record
+            if record is None:
+                record = {"run_id": None, "status": "failed", "error": error, "combination": None, "config": combo,
+                          "evals": [], "best": None}
+            results.append(record)
+            manifest.append({"combo": combo, "run_id": record["run_id"], "status": record["status"],
+                             "error": record.get("error")})
+            best = record.get("best")
+            mark = {"completed": "[green]done[/green]", "failed": "[red]failed[/red]"}.get(record["status"], record["status"])
+            line = f"{mark} {escape(label)}"
+            if best:
+                line += f"  best {escape(best['metric'])} {best['value']:.3f}"
+            if record["status"] != "completed" and record.get("error"):
+                line += f"  [red]{escape(str(record['error']))}[/red]"
+            progress.console.print(line)
+            progress.advance(overall)
+            atomic_write_json(out / "sweeps" / f"{sid}.json", {"sweep_id": sid, "fixed": fixed, "runs": manifest})
+    failed = sum(r["status"] != "completed" for r in results)
+    c.print(f"sweep {sid}: {len(results) - failed} completed, {failed} failed; `protobench report --out {out}`")
+    return results

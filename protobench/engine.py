@@ -16,6 +16,7 @@ import platform
 import shutil
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -185,8 +186,11 @@ def _strip(prefix: str, tensors: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 class Run:
-    def __init__(self, cfg: RunConfig, registry: Registry, out: Path, show_progress: bool = True):
+    def __init__(self, cfg: RunConfig, registry: Registry, out: Path, show_progress: bool = True,
+                 progress: Callable[[int, int, float], None] | None = None):
         self.cfg = cfg
+        #: called on the main process after each step with (images_seen, budget, mse): how a sweep shows progress
+        self.progress_callback = progress
         self.registry = registry
         self.out = Path(out)
         self.dir = self.out / "runs" / cfg.run_id()
@@ -256,19 +260,20 @@ class Run:
             if prior["status"] == "completed":
                 return prior
         self.dir.mkdir(parents=True, exist_ok=True)
-        torch.manual_seed(cfg.seed * 1000 + self.dist.rank)  # dropout etc.; data randomness uses its own generator
-        self.build()
+        # the same seed on every rank, so that every process builds the same initial weights
+        torch.manual_seed(cfg.seed * 1000)  # dropout etc.; data randomness uses its own generator
+        try:
+            self.build()
+        except Exception as exc:  # a plugin that cannot be built: recorded as a failed run, so a sweep shows it
+            self.checksum = getattr(self, "checksum", None)
+            self._write_config()
+            self.event("failed", error=str(exc) if isinstance(exc, UsageError) else f"{type(exc).__name__}: {exc}")
+            raise
         if self.dist.main:
             for metric in self.metrics:  # the measuring instrument (evaluator, real statistics): cached, not charged
                 metric.prepare(self.reference())
         self.ledger = Ledger(devices=self.dist.world)
-        if self.dist.main:
-            atomic_write_json(self.dir / "config.json", {
-                "run_id": cfg.run_id(), "config": cfg.to_dict(), "config_hash": cfg.hash(),
-                "combination": cfg.combination(), "plugins": self.plugin_versions(),
-                "dataset_checksum": self.checksum, "protobench_version": _version(),
-                "device": device_info(self.device, self.dist.world),
-            })
+        self._write_config()
         try:
             return self._execute()
         except TrainingDiverged as exc:
@@ -284,6 +289,17 @@ class Run:
             self.event("failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
             raise
 
+    def _write_config(self) -> None:
+        if not self.dist.main:
+            return
+        cfg = self.cfg
+        atomic_write_json(self.dir / "config.json", {
+            "run_id": cfg.run_id(), "config": cfg.to_dict(), "config_hash": cfg.hash(),
+            "combination": cfg.combination(), "plugins": self.plugin_versions(),
+            "dataset_checksum": self.checksum, "protobench_version": _version(),
+            "device": device_info(self.device, self.dist.world),
+        })
+
     def _execute(self) -> dict[str, Any]:
         cfg = self.cfg
         model = DiffusionModel(self.conditioner, self.denoiser, self.schedule).to(self.device)
@@ -298,13 +314,15 @@ class Run:
             model.to(self.device)
             self.event("prepare", component="conditioner", device_seconds=self.ledger.device_seconds["prepare"],
                        results=pctx.results)
-        self.ema = EMA(model, cfg.ema_decay)
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.optimizer = optimizer
         self.engine = None
         if self.dist.world > 1:
+            # DeepSpeed broadcasts rank 0's weights; the EMA is taken after, so it starts equal on every rank
             self.engine = _deepspeed_engine(model, optimizer, cfg, self.dist)
+            torch.manual_seed(cfg.seed * 1000 + self.dist.rank)  # dropout differs per rank, as its slice does
+        self.ema = EMA(model, cfg.ema_decay)
         self.train_gen = torch.Generator().manual_seed(cfg.seed)
         self.images_seen = 0
         self.step = 0
@@ -354,12 +372,18 @@ class Run:
                         loss, mse = self._train_step(x_all, y_all, autocast)
                         if progress is not None:
                             progress.update(task, completed=self.images_seen, description=f"{cfg.conditioner} s{cfg.seed} loss {mse:.4f}")
+                        if self.progress_callback is not None and self.dist.main:
+                            self.progress_callback(self.images_seen, cfg.budget, mse)
                 self._evaluate()
                 self._checkpoint()
         finally:
             if progress is not None:
                 progress.stop()
         self.event("end", status="completed", images_seen=self.images_seen, device_seconds=self.ledger.snapshot())
+        if self.dist.world > 1:  # every rank returns the record rank 0 has just completed
+            import torch.distributed as tdist
+
+            tdist.barrier()
         record = load_record(self.dir)
         if self.dist.main:
             atomic_write_json(self.dir / "record.json", record)
@@ -410,7 +434,14 @@ class Run:
         if not (self.show_progress and self.dist.main):
             return None
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("images"),
                         TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True), transient=True)
@@ -445,16 +476,24 @@ class Run:
         self.event("eval", **ev)
 
     # -- checkpoints ------------------------------------------------------------------------
+    def _deepspeed_owns_optimizer(self) -> bool:
+        """ZeRO or mixed precision: DeepSpeed wraps (and may shard) the optimizer, so it saves its state itself."""
+        return self.engine is not None and self.engine.optimizer is not self.optimizer
+
     def _checkpoint(self) -> None:
+        ckpt_dir = self.dir / "checkpoints"
+        tag = f"step-{self.step:08d}"
+        if self._deepspeed_owns_optimizer():  # a collective: every rank writes its shard
+            self.engine.save_checkpoint(str(ckpt_dir / "deepspeed"), tag=tag, save_latest=False)
         if not self.dist.main:
             return
-        ckpt_dir = self.dir / "checkpoints"
         ckpt_dir.mkdir(exist_ok=True)
         model = self.engine.module if self.engine is not None else self.model
         tensors = {**_prefixed("model", model.state_dict()), **_prefixed("ema", self.ema.model.state_dict())}
-        opt = self.optimizer.state_dict()
-        opt_tensors, opt_meta = _flatten_optimizer(opt)
-        tensors.update(opt_tensors)
+        opt_meta: dict[str, Any] = {"deepspeed_tag": tag}
+        if not self._deepspeed_owns_optimizer():
+            opt_tensors, opt_meta = _flatten_optimizer(self.optimizer.state_dict())
+            tensors.update(opt_tensors)
         tensors["rng.train"] = self.train_gen.get_state()
         tensors["rng.torch"] = torch.get_rng_state()
         name = f"step-{self.step:08d}.safetensors"
@@ -467,6 +506,8 @@ class Run:
         })
         for old in sorted(ckpt_dir.glob("step-*.safetensors"))[:-2]:  # keep the last two
             old.unlink()
+        for old in sorted((ckpt_dir / "deepspeed").glob("step-*"))[:-2]:
+            shutil.rmtree(old, ignore_errors=True)
         self.event("checkpoint", file=name, step=self.step, images_seen=self.images_seen)
 
     def _latest_state(self) -> dict[str, Any] | None:
@@ -483,7 +524,15 @@ class Run:
         model.load_state_dict(_strip("model", tensors))
         self.ema.model.load_state_dict(_strip("ema", tensors))
         self.ema.updates = state["ema_updates"]
-        self.optimizer.load_state_dict(_unflatten_optimizer(tensors, state["optimizer"]))
+        if "deepspeed_tag" in state["optimizer"]:
+            if not self._deepspeed_owns_optimizer():
+                raise UsageError("this checkpoint's optimizer state was saved by DeepSpeed (ZeRO or bf16/fp16); "
+                                 "resume it with the same --gpus, zero_stage and precision")
+            self.engine.load_checkpoint(str(self.dir / "checkpoints" / "deepspeed"), tag=state["optimizer"]["deepspeed_tag"],
+                                        load_optimizer_states=True, load_lr_scheduler_states=False)
+            model.load_state_dict(_strip("model", tensors))
+        else:
+            self.optimizer.load_state_dict(_unflatten_optimizer(tensors, state["optimizer"]))
         self.train_gen.set_state(tensors["rng.train"])
         if self.dist.world == 1:
             torch.set_rng_state(tensors["rng.torch"])

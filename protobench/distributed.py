@@ -1,0 +1,247 @@
+"""Data-parallel runs under DeepSpeed.
+
+`protobench run --gpus N` resolves the config in the parent process, writes it to the run folder and starts
+the DeepSpeed launcher (`deepspeed --num_gpus N`; with `--hostfile`, the hostfile's slots) on this module.
+Each child process runs `engine.Run`, which calls `initialize_engine` to wrap the model in a DeepSpeed engine.
+On a machine without accelerators DeepSpeed's CPU accelerator runs the same path with gloo. The children
+print no progress bars and log to `<run>/launcher.log`; the parent shows one bar, following events.jsonl,
+and returns the record read from the run folder once the launcher exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from protobench.errors import UsageError
+
+REQUIRED_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+# ---------------------------------------------------------------------------------------------
+# inside each process
+
+
+def deepspeed_config(cfg, world: int, on_gpu: bool) -> dict[str, Any]:
+    """The DeepSpeed config for a RunConfig: the global batch kept, split evenly over `world` processes."""
+    config: dict[str, Any] = {
+        "train_batch_size": cfg.batch_size,
+        "train_micro_batch_size_per_gpu": cfg.batch_size // world,
+        "gradient_accumulation_steps": 1,
+        "gradient_clipping": float(cfg.grad_clip),  # explicit: DeepSpeed's own default would be 1.0
+        "zero_optimization": {"stage": int(cfg.zero_stage)},
+        "steps_per_print": 2**31 - 1,
+        "wall_clock_breakdown": False,
+    }
+    if on_gpu and cfg.precision == "bf16":
+        config["bf16"] = {"enabled": True}
+    elif on_gpu and cfg.precision == "fp16":
+        config["fp16"] = {"enabled": True}
+    return config
+
+
+def initialize_engine(model, optimizer, cfg, dist):
+    """Wrap `model` and its torch `optimizer` in a DeepSpeed engine (rank 0's weights broadcast to all)."""
+    import deepspeed
+    import torch
+    import torch.distributed as tdist
+    from deepspeed.accelerator import get_accelerator
+
+    if not tdist.is_initialized():
+        missing = [k for k in REQUIRED_ENV if k not in os.environ]
+        if missing:
+            raise UsageError(f"a {dist.world}-process run needs {', '.join(missing)} set (use `protobench run --gpus N`)")
+        deepspeed.init_distributed(dist_backend=get_accelerator().communication_backend_name(), verbose=False)
+    on_gpu = next(model.parameters()).device.type == "cuda" and torch.cuda.is_available()
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer,
+                                           config=deepspeed_config(cfg, dist.world, on_gpu),
+                                           dist_init_required=False)
+    return engine
+
+
+def _quiet_deepspeed() -> None:
+    import logging
+
+    os.environ.setdefault("DS_ACCELERATOR", "cpu" if not _has_cuda() else "cuda")
+    try:
+        from deepspeed.utils import logger
+
+        logger.setLevel(logging.WARNING)
+    except ImportError:
+        pass
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def worker(argv: list[str] | None = None) -> int:
+    """What each launched process runs: one rank of the run described by --config-json."""
+    parser = argparse.ArgumentParser(prog="protobench.distributed")
+    parser.add_argument("--config-json", required=True, type=Path)
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--local_rank", type=int, default=None)  # in case a launcher passes it
+    args = parser.parse_args(argv)
+    _quiet_deepspeed()
+    import deepspeed
+    import torch.distributed as tdist
+    from deepspeed.accelerator import get_accelerator
+
+    from protobench.config import RunConfig
+    from protobench.engine import Run
+    from protobench.plugins import get_registry
+
+    cfg = RunConfig.from_dict(json.loads(args.config_json.read_text()))
+    deepspeed.init_distributed(dist_backend=get_accelerator().communication_backend_name(), verbose=False)
+    record = Run(cfg, get_registry(), args.out, show_progress=False).execute()
+    tdist.barrier()  # rank 0 writes the record; nobody leaves before it has
+    tdist.destroy_process_group()
+    return 0 if record["status"] == "completed" else 1
+
+
+# ---------------------------------------------------------------------------------------------
+# the parent: start the launcher, follow the run, return its record
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launcher_command(cfg_file: Path, out: Path, processes: int, hostfile: Path | None, port: int) -> list[str]:
+    """`deepspeed` on this module; `torchrun` if the deepspeed launcher is missing (single machine only)."""
+    tail = ["--config-json", str(cfg_file), "--out", str(out)]
+    deepspeed = shutil.which("deepspeed")
+    if deepspeed:
+        cmd = [deepspeed, "--master_port", str(port), "--no_local_rank", "--module"]
+        if hostfile is not None:
+            cmd += ["--hostfile", str(hostfile)]
+        else:
+            cmd += ["--num_gpus", str(processes)]
+        return cmd + ["protobench.distributed", *tail]
+    if hostfile is not None:
+        raise UsageError("--hostfile needs the deepspeed launcher, which is not on PATH")
+    return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}",
+            f"--master_port={port}", "-m", "protobench.distributed", *tail]
+
+
+def _launch_env(processes: int) -> dict[str, str]:
+    env = dict(os.environ)
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    if not _has_cuda():
+        env.setdefault("DS_ACCELERATOR", "cpu")
+        # N processes sharing the cores: without this each would start a thread per core
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))
+    return env
+
+
+def _follow(events: Path, offset: int) -> tuple[int, list[dict[str, Any]]]:
+    """New complete lines of events.jsonl since `offset`."""
+    if not events.exists():
+        return offset, []
+    with open(events, "rb") as fh:
+        fh.seek(offset)
+        data = fh.read()
+    end = data.rfind(b"\n") + 1
+    out = []
+    for line in data[:end].splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return offset + end, out
+
+
+def _log_tail(log: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def launch(cfg, out: Path, show_progress: bool = True, hostfile: Path | None = None,
+           progress: Callable[[int, int, float], None] | None = None) -> dict[str, Any]:
+    """Run `cfg` on cfg.gpus processes under the DeepSpeed launcher; the run's record once it exits."""
+    from protobench.engine import load_record
+    from protobench.io import append_event, atomic_write_json
+
+    out = Path(out)
+    if hostfile is not None and not Path(hostfile).is_file():
+        raise UsageError(f"hostfile not found: {hostfile}")
+    run_dir = out / "runs" / cfg.run_id()
+    if (run_dir / "config.json").exists():
+        prior = load_record(run_dir)
+        if prior["status"] == "completed":
+            return prior
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg_file = run_dir / "launch-config.json"
+    atomic_write_json(cfg_file, cfg.to_dict())
+    log = run_dir / "launcher.log"
+    events = run_dir / "events.jsonl"
+    offset = events.stat().st_size if events.exists() else 0
+    cmd = launcher_command(cfg_file.resolve(), out.resolve(), cfg.gpus, hostfile, free_port())
+    bar = None
+    if show_progress:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("images"),
+                       TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+        task = bar.add_task(f"{cfg.conditioner} s{cfg.seed} ×{cfg.gpus} processes", total=cfg.budget)
+        bar.start()
+    with open(log, "ab") as log_fh:
+        log_fh.write(("$ " + " ".join(cmd) + "\n").encode())
+        log_fh.flush()
+        proc = subprocess.Popen(cmd, stdout=log_fh, stderr=subprocess.STDOUT, env=_launch_env(cfg.gpus),
+                                start_new_session=True)
+        try:
+            while True:
+                rc = proc.poll()
+                offset, new = _follow(events, offset)
+                for ev in new:
+                    if ev.get("event") == "loss":
+                        if bar is not None:
+                            bar.update(task, completed=ev["images_seen"],
+                                       description=f"{cfg.conditioner} s{cfg.seed} ×{cfg.gpus} loss {ev['mse']:.4f}")
+                        if progress is not None:
+                            progress(ev["images_seen"], cfg.budget, ev["mse"])
+                if rc is not None:
+                    break
+                time.sleep(0.5)
+        except BaseException:  # Ctrl-C: stop the launcher and its children; the run resumes next time
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+            raise
+        finally:
+            if bar is not None:
+                bar.stop()
+    if not (run_dir / "config.json").exists():
+        raise RuntimeError(f"the launcher exited with code {rc} before the run started; "
+                           f"last lines of {log}:\n{_log_tail(log)}")
+    record = load_record(run_dir)
+    if rc != 0 and record["status"] != "failed":
+        append_event(events, {"event": "failed", "time": time.time(),
+                              "error": f"launcher exited with code {rc}; see {log}", "log_tail": _log_tail(log)})
+        record = load_record(run_dir)
+    return record
+
+
+if __name__ == "__main__":
+    sys.exit(worker())

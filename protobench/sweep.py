@@ -1,0 +1,88 @@
+"""Sweeps: the cartesian product of lists over axes, each combination one run.
+
+Axes on the command line are comma lists (`--conditioner random,proto-frozen --seed 0,1,2`). A `-o` value is
+swept with `|` (`-o lr=1e-4|2e-4`), because commas belong to tuple values (`-o denoiser.channel_mult=1,2|1,2,2`).
+A sweep TOML holds the run keys of a run TOML plus a `[sweep]` table of lists (`conditioner = ["random", ...]`,
+`seed = [0, 1, 2]`, `"denoiser.dropout" = [0.0, 0.1]`). Command-line lists replace the TOML's for the same key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from protobench.config import check_key, flatten_toml
+from protobench.errors import UsageError
+
+#: axes a sweep takes as comma lists on the command line
+AXES = ("dataset", "conditioner", "denoiser", "guidance", "sampler", "seed")
+
+#: `protobench sweep` with no axes: the paper's comparison on the embedded dataset
+DEFAULT_SWEEP: dict[str, list[Any]] = {
+    "dataset": ["digits"],
+    "conditioner": ["random", "proto-frozen", "proto-unfrozen"],
+    "seed": [0, 1, 2],
+}
+
+
+def split_list(text: str, sep: str = ",") -> list[str]:
+    items = [v.strip() for v in str(text).split(sep)]
+    if not all(items):
+        raise UsageError(f"empty item in sweep list {text!r}")
+    return items
+
+
+def split_overrides(pairs: tuple[str, ...] | list[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """`-o` pairs -> (fixed pairs, {key: swept values}); a value containing `|` is swept."""
+    fixed, swept = [], {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise UsageError(f"-o expects key=value, got {pair!r}")
+        key, value = (s.strip() for s in pair.split("=", 1))
+        if "|" in value:
+            check_key(key)
+            swept[key] = split_list(value, "|")
+        else:
+            fixed.append(pair)
+    return fixed, swept
+
+
+def load_sweep_toml(path: Path) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+    """A sweep TOML -> (fixed flat keys, {key: list of values}) from its `[sweep]` table."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"config file not found: {path}")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{path}: not valid TOML: {exc}") from None
+    table = data.get("sweep", {})
+    if not isinstance(table, dict):
+        raise UsageError(f"{path}: [sweep] must be a table of lists")
+    lists: dict[str, list[Any]] = {}
+    for key, values in table.items():
+        check_key(key)
+        lists[key] = list(values) if isinstance(values, list) else [values]
+        if not lists[key]:
+            raise UsageError(f"{path}: [sweep] {key} is an empty list")
+    return flatten_toml(data, str(path)), lists
+
+
+def expand(lists: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Every combination, seed outermost: a sweep stopped early has whole comparisons for its first seeds."""
+    keys = sorted(lists, key=lambda k: (k != "seed", AXES.index(k) if k in AXES else len(AXES), k))
+    return [dict(zip(keys, values, strict=True)) for values in itertools.product(*(lists[k] for k in keys))]
+
+
+def sweep_id(combos: list[dict[str, Any]], fixed: dict[str, Any]) -> str:
+    blob = json.dumps({"combos": combos, "fixed": fixed}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+def describe(combo: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in combo.items())
