@@ -350,7 +350,8 @@ TINY = ["--budget", "256", "--eval-every", "256", "--eval-samples", "20", "-o", 
 
 
 def cli(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, **(env_extra or {})}
+    # tiny models on a shared CPU: one intra-op thread is several times faster than contended threads
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
     return subprocess.run([sys.executable, "-m", "protobench.cli", *args], env=env, capture_output=True, text=True,
                           timeout=600)
 

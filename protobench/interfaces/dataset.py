@@ -83,6 +83,7 @@ class Dataset(ABC):
 def content_checksum(*splits: DataSplit) -> str:
     digest = hashlib.sha256()
     for split in splits:
-        digest.update(split.images.contiguous().numpy().tobytes())
-        digest.update(split.labels.to(torch.int64).contiguous().numpy().tobytes())
+        # hash the arrays' buffers directly (same bytes as .tobytes(), without copying 1 GB for 100k images)
+        digest.update(split.images.contiguous().numpy())
+        digest.update(split.labels.to(torch.int64).contiguous().numpy())
     return digest.hexdigest()[:16]
