@@ -1,0 +1,100 @@
+"""PNG figures: FID against device-hours per combination, and a run's samples, one row per class."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from protobench.errors import UsageError
+from protobench.units import hours_label
+
+
+def curve_points(runs: list[dict[str, Any]]) -> list[tuple[float, float, float, float]]:
+    """Per evaluation cadence point: (mean device-hours, mean FID, min FID, max FID) over the seeds."""
+    by_images: dict[int, list[tuple[float, float]]] = {}
+    for r in runs:
+        key = r["best"]["metric"]
+        for ev in r["evals"]:
+            value = ev["metrics"].get(key)
+            if isinstance(value, (int, float)):
+                ds = ev["device_seconds"]
+                by_images.setdefault(ev["images_seen"], []).append(((ds["prepare"] + ds["train"]) / 3600.0, value))
+    points = []
+    for images in sorted(by_images):
+        hours, fids = zip(*by_images[images], strict=True)
+        points.append((sum(hours) / len(hours), sum(fids) / len(fids), min(fids), max(fids)))
+    return points
+
+
+def plot_curves(records: list[dict[str, Any]], output: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in records:
+        if r.get("status") == "completed" and r.get("best"):
+            groups.setdefault((r["device"]["type"], r["combination"]), []).append(r)
+    if not groups:
+        raise UsageError("no completed runs with an FID to plot")
+    device_types = sorted({d for d, _ in groups})
+    fig, axes = plt.subplots(1, len(device_types), figsize=(7 * len(device_types), 5), squeeze=False)
+    for ax, device_type in zip(axes[0], device_types, strict=True):
+        for (dt, _), runs in sorted(groups.items(), key=lambda kv: kv[1][0]["config"]["conditioner"]):
+            if dt != device_type:
+                continue
+            cfg = runs[0]["config"]
+            pts = curve_points(runs)
+            x, mean, lo, hi = (list(v) for v in zip(*pts, strict=True))
+            label = f"{cfg['conditioner']} / {cfg['guidance']} ({len(runs)} seeds)"
+            (line,) = ax.plot(x, mean, marker="o", label=label)
+            ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2)  # band: min..max over seeds
+        ax.set_xlabel(f"{hours_label(device_type)} (prepare + train)")
+        ax.set_ylabel(runs[0]["best"]["metric"])
+        ax.set_title(f"{runs[0]['config']['dataset']}: FID vs {hours_label(device_type)}")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(output)
+
+
+def plot_samples(run_dir: Path, output: Path, per_class: int = 10) -> None:
+    """Sample from the run's last checkpoint (EMA weights, the run's guidance and sampler), one row per class."""
+    import torch
+
+    from protobench.config import RunConfig
+    from protobench.engine import DiffusionModel, Run, _strip, generate, save_grid
+    from protobench.interfaces import ConditionedNet
+    from protobench.plugins import get_registry
+
+    run_dir = Path(run_dir)
+    cfg = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text())["config"])
+    run = Run(cfg, get_registry(), run_dir.parent.parent, show_progress=False)
+    run.dir = run_dir
+    state = run._latest_state()
+    if state is None:
+        raise UsageError(f"run {run_dir.name} has no checkpoint yet")
+    run.build()
+    model = DiffusionModel(run.conditioner, run.denoiser, run.schedule).to(run.device)
+    model.load_state_dict(_strip("ema", state["tensors"]))
+    model.eval()
+    num_classes = run.dataset.num_classes
+    net = ConditionedNet(model.conditioner, model.denoiser, num_classes)
+    from protobench.interfaces import Guidance
+
+    if type(run.guidance).prepare is not Guidance.prepare:
+        run.guidance.prepare(run.prepare_context(net=net, schedule=run.schedule))
+    shown = min(num_classes, 10)
+    labels = torch.arange(shown).repeat_interleave(per_class)
+    with torch.no_grad():
+        samples, labels, _ = generate(net, run.guidance, run.sampler, run.schedule, labels.numel(), num_classes,
+                                      tuple(run.dataset.image_shape), seed=cfg.seed + 54321, device=run.device,
+                                      labels=labels)
+    save_grid(samples, labels, num_classes, Path(output), per_class=per_class)
