@@ -17,9 +17,9 @@ from protobench.testing import CONFORMANCE
 SMALL_OPTIONS = {
     "conditioner": {"stage1_epochs": 1, "stage1_batch_size": 128, "classifier_epochs": 1, "dim": 16},
     "denoiser": {"base_channels": 8, "num_res_blocks": 1},
-    "guidance": {"classifier_epochs": 1, "classifier_steps": 20, "epochs": 1, "steps": 20},
-    "metric": {"subset_size": 50, "subsets": 5, "epochs": 2, "classifier_epochs": 2},
-    "dataset": {},
+    "guidance": {"fit_epochs": 2, "fit_draws": 1},
+    "metric": {"cas_epochs": 1, "kid_subsets": 10, "kid_subset_size": 50, "isc_splits": 2},
+    "dataset": {"n_train": 1000, "n_test": 200},
     "sampler": {},
 }
 

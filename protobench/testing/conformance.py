@@ -32,8 +32,8 @@ from protobench.interfaces import (
 )
 from protobench.testing.tiny import TinyDataset, context_for, tiny_config, tiny_net
 
-#: metric keys carry their feature extractor: ``fid[digits-evaluator]``
-METRIC_KEY = re.compile(r"[A-Za-z0-9_.\-]+\[[A-Za-z0-9_.\-]+\]")
+#: metric keys carry their feature extractor: ``fid[digits-evaluator]``, per class ``fid-per-class[...]/3``
+METRIC_KEY = re.compile(r"[A-Za-z0-9_.\-]+\[[A-Za-z0-9_.\-]+\](/[A-Za-z0-9_.\-]+)?")
 
 
 def overrides(cls: type, method: str, base: type) -> bool:
