@@ -152,3 +152,25 @@ def test_plot_prototypes_command(workspace, frozen, tmp_path):
                                        "--output", str(output)])
     assert result.exit_code == 0, result.output
     assert output.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("name", ["cifar10", "stl10", "tiny-imagenet"])
+def test_reproduction_configs_resolve(name):
+    """Every run of a benchmarks/ sweep resolves to the paper's settings (no data needed to check)."""
+    from protobench.config import build_config
+    from protobench.plugins import get_registry
+    from protobench.sweep import expand, load_sweep_toml
+
+    fixed, lists = load_sweep_toml(Path(__file__).parents[1] / "benchmarks" / f"{name}.toml")
+    assert lists == {"conditioner": ["random", "proto-frozen", "proto-unfrozen"], "seed": [0, 1, 2]}
+    configs = [build_config({**fixed, **combo}, get_registry()) for combo in expand(lists)]
+    for cfg in configs:
+        assert cfg.dataset == name and cfg.lr == 2e-4 and cfg.batch_size == (128 if name == "cifar10" else 64)
+        assert cfg.options["denoiser"]["base_channels"] == 64
+        assert cfg.options["denoiser"]["channel_mult"] == (2, 2, 4, 4)
+        assert cfg.options["denoiser"]["num_res_blocks"] == 2 and cfg.options["denoiser"]["dropout"] == 0.1
+        assert cfg.options["conditioner"]["dim"] == 128
+    assert len({(c.eval_every, c.eval_samples, c.budget) for c in configs}) == 1, "one evaluation cadence for all"
+    proto = [c for c in configs if c.conditioner.startswith("proto")]
+    assert all(c.options["conditioner"]["stage1_epochs"] == 20 and c.options["conditioner"]["stage1_batch_size"] == 512
+               and c.options["conditioner"]["stage1_lr"] == 1e-4 for c in proto)  # paper A.1
