@@ -379,7 +379,9 @@ class Run:
         finally:
             if progress is not None:
                 progress.stop()
-        self.event("end", status="completed", images_seen=self.images_seen, device_seconds=self.ledger.snapshot())
+        extra = {"param_digests": self._param_digests()} if self.dist.world > 1 else {}
+        self.event("end", status="completed", images_seen=self.images_seen, device_seconds=self.ledger.snapshot(),
+                   **extra)
         if self.dist.world > 1:  # every rank returns the record rank 0 has just completed
             import torch.distributed as tdist
 
@@ -388,6 +390,21 @@ class Run:
         if self.dist.main:
             atomic_write_json(self.dir / "record.json", record)
         return record
+
+    def _param_digests(self) -> list[str]:
+        """A hash of the trained and EMA weights from every rank, in rank order: data parallel keeps them equal."""
+        import hashlib
+
+        import torch.distributed as tdist
+
+        h = hashlib.sha256()
+        for prefix, module in (("model", self.model), ("ema", self.ema.model)):
+            for key, value in sorted(module.state_dict().items()):
+                h.update(f"{prefix}.{key}".encode())
+                h.update(value.detach().float().cpu().contiguous().numpy().tobytes())
+        digests: list[Any] = [None] * self.dist.world
+        tdist.all_gather_object(digests, h.hexdigest())
+        return digests
 
     def _train_step(self, x_all: Tensor, y_all: Tensor, autocast) -> tuple[float, float]:
         cfg = self.cfg
