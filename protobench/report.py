@@ -157,7 +157,7 @@ def print_rows(rows: list[dict[str, Any]], title: str = "protobench report") -> 
                           str(len(r["seeds"])), fmt_stat(r["best_fid"], 2), fmt_stat(r["device_hours_to_best"], 4),
                           to_target, speed, fmt_stat(r["prepare_hours"], 4))
         c.print(table)
-    c.print("to target: [seeds that reached it / seeds] @ target FID (default: the random baseline's mean best)")
+    c.print(escape("to target: [seeds that reached it/seeds] @ target FID (default: the random baseline's mean best)"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,8 +241,8 @@ def print_comparison(pairs: list[dict[str, Any]], name_a: str, name_b: str) -> N
 
     colour = {"better": "green", "worse": "red", "within noise": "yellow"}
     table = Table(title=f"B = {escape(name_b)} relative to A = {escape(name_a)} (ratio B/A; lower is better)")
-    for col in ("A", "B", "quantity", "A", "B", "ratio", "mark"):
-        table.add_column(col, justify="right" if col in ("ratio",) else "left")
+    for col in ("A combination", "B combination", "quantity", "A", "B", "B/A", "mark"):
+        table.add_column(col, justify="right" if col in ("A", "B", "B/A") else "left")
     for p in pairs:
         for key, m in p["metrics"].items():
             name = "best FID" if key == "best_fid" else f"{p['unit']} to best"
