@@ -136,7 +136,7 @@ def train_stage1(train: DataSplit, test: DataSplit, num_classes: int, image_shap
         initial = model.prototypes.detach().clone()
         optimizer = torch.optim.Adam(model.parameters(), lr=opts.lr)
         order = torch.Generator().manual_seed(seed)
-        x_all, y_all = train.images, train.labels.long()
+        x_all, y_all = train.images.to(device), train.labels.long().to(device)  # uint8: small enough to keep there
         n = len(train)
         bs = min(opts.batch_size, n)
         steps_per_epoch = max(1, n // bs)  # drop the ragged last batch (BatchNorm and a fixed step count)
@@ -149,9 +149,9 @@ def train_stage1(train: DataSplit, test: DataSplit, num_classes: int, image_shap
             for epoch in range(opts.epochs):
                 perm = torch.randperm(n, generator=order)
                 for step in range(steps_per_epoch):
-                    idx = perm[step * bs:(step + 1) * bs]
-                    x = x_all[idx].to(device).float().div(127.5).sub(1.0)
-                    y = y_all[idx].to(device)
+                    idx = perm[step * bs:(step + 1) * bs].to(device)
+                    x = x_all[idx].float().div(127.5).sub(1.0)
+                    y = y_all[idx]
                     loss = stage1_loss(model(x), model.prototypes, y, opts.gamma, opts.lam)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
