@@ -190,7 +190,7 @@ def build_config(user: dict[str, Any], registry: Registry) -> RunConfig:
     presets = dict(getattr(dataset_cls, "presets", {}))
     classes = {kind: registry.get(kind, top[kind]).cls for kind in ("dataset", "conditioner", "denoiser", "guidance", "sampler")}
     # top-level keys: default < preset < user
-    for key, f in TOP_LEVEL.items():
+    for key in TOP_LEVEL:
         if key in top:
             continue
         default = getattr(base, key)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from protobench import NULL_LABEL, Conditioner, ConditionSpec, Conditioning
+from protobench import NULL_LABEL, Conditioner, Conditioning, ConditionSpec
 
 
 class ClassEmbedding(Conditioner):

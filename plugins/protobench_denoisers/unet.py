@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from protobench import ConditionSpec, Conditioning, Denoiser
+from protobench import Conditioning, ConditionSpec, Denoiser
 
 
 def timestep_embedding(t: Tensor, dim: int) -> Tensor:

@@ -3,8 +3,8 @@
 from protobench.interfaces.conditioner import (
     NULL_LABEL,
     Conditioner,
-    ConditionSpec,
     Conditioning,
+    ConditionSpec,
     LossContext,
     PrepareContext,
 )

@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from torch import Tensor, nn
 
-from protobench.interfaces.conditioner import ConditionSpec, Conditioning
+from protobench.interfaces.conditioner import Conditioning
 
 
 class Denoiser(nn.Module):
