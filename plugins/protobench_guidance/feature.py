@@ -40,9 +40,9 @@ class FeatureClassifier(nn.Module):
 class FeatureGuidance(Guidance):
     name = "feature"
 
-    def __init__(self, num_classes: int = 0, guidance_scale: float = 1.0, timesteps: tuple[int, ...] = (100, 300),
+    def __init__(self, num_classes: int = 0, guidance_scale: float = 5.0, timesteps: tuple[int, ...] = (100, 300),
                  reject_threshold: float = 0.0, fit_draws: int = 3, fit_epochs: int = 15, fit_lr: float = 1e-3,
-                 width: int = 64):
+                 width: int = 64, clamp_x0: bool = False):
         if guidance_scale < 0:
             raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale}")
         if not timesteps or any(t < 0 for t in timesteps):
@@ -56,6 +56,7 @@ class FeatureGuidance(Guidance):
         self.timesteps = tuple(int(t) for t in timesteps)
         self.reject_threshold = float(reject_threshold)
         self.fit_draws, self.fit_epochs, self.fit_lr, self.width = fit_draws, fit_epochs, fit_lr, width
+        self.clamp_x0 = clamp_x0
         self.classifier: FeatureClassifier | None = None
         self.schedule = None
         self.probe_noise: Tensor | None = None
@@ -123,7 +124,7 @@ class FeatureGuidance(Guidance):
             x_test, y_test = ctx.test.as_float().to(device), ctx.test.labels.long().to(device)
             pred = torch.cat([self.logits(net, x_test[i:i + 256]).argmax(1) for i in range(0, len(x_test), 256)])
         ctx.results["feature_classifier"] = {"test_accuracy": float((pred == y_test).float().mean()),
-                                             "timesteps": list(self.timesteps), "final_loss": float(loss)}
+                                             "timesteps": list(self.timesteps), "final_loss": loss.item()}
 
     def _check_prepared(self) -> None:
         if self.classifier is None:
@@ -139,6 +140,8 @@ class FeatureGuidance(Guidance):
             x = x_t.detach().requires_grad_(True)
             eps = net(x, t, null)
             x0 = self.schedule.x0_from_eps(x, t, eps)  # eq. 11
+            if self.clamp_x0:  # early estimates are far outside the data range the classifier was fitted on
+                x0 = x0.clamp(-1, 1)
             # p(y | x_t) ≈ p(y | x̂0(x_t))  (eq. 12); null labels are not guided
             log_p = self.log_prob(net, x0, labels) * (labels != NULL_LABEL)
             (grad,) = torch.autograd.grad(log_p.sum(), x)
