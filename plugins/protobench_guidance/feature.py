@@ -38,6 +38,13 @@ class FeatureClassifier(nn.Module):
 
 
 class FeatureGuidance(Guidance):
+    """Options: `guidance_scale` (λ of eq. 10), `timesteps` whose features are concatenated (the paper's
+    300,800 suit 64×64 images; on 8×8 digits those are nearly pure noise — feature-classifier test accuracy
+    0.38 against 0.86 at the default 100,300), `reject_threshold` (0 = off), the classifier fit (`fit_draws`
+    noise draws per training image, `fit_epochs`, `fit_lr`, `width`), and `clamp_x0` (clip x̂0 to [-1, 1]
+    before classifying it; off: on digits it lowered the evaluator's class accuracy of guided samples).
+    """
+
     name = "feature"
 
     def __init__(self, num_classes: int = 0, guidance_scale: float = 5.0, timesteps: tuple[int, ...] = (100, 300),
