@@ -613,12 +613,14 @@ def generate(net, guidance, sampler, schedule, n: int, num_classes: int, image_s
     generator = torch.Generator(device=device if device.type == "cuda" else "cpu").manual_seed(seed * 7919 + dist.rank)
     out = torch.empty((per_rank, *image_shape), dtype=torch.uint8, device=device)
     drawn = accepted = 0
+    rejecting = False  # set when the guidance actually judged samples (accept returned a mask)
     for start in range(0, per_rank, batch_size):
         want = mine[start:start + batch_size]
         pending = torch.arange(want.shape[0], device=device)
         for round_ in range(max_rounds):
             x0 = _sample_batch(net, guidance, sampler, schedule, want[pending], image_shape, generator, device)
             keep = guidance.accept(net, x0, want[pending])
+            rejecting = rejecting or keep is not None
             if keep is None:
                 keep = torch.ones(pending.numel(), dtype=torch.bool, device=device)
             drawn += pending.numel()
@@ -631,7 +633,6 @@ def generate(net, guidance, sampler, schedule, n: int, num_classes: int, image_s
                 break
     samples = gather_to_main(out, dist)[:n].cpu()
     all_labels = gather_to_main(mine, dist)[:n].cpu()
-    rejecting = type(guidance).accept is not _base_guidance_accept()
     rate = None
     if rejecting:
         counts = torch.tensor([float(accepted), float(drawn)], device=device if device.type == "cuda" else "cpu")
@@ -641,12 +642,6 @@ def generate(net, guidance, sampler, schedule, n: int, num_classes: int, image_s
             tdist.all_reduce(counts)
         rate = float(counts[0] / counts[1].clamp(min=1))
     return samples, all_labels, rate
-
-
-def _base_guidance_accept():
-    from protobench.interfaces import Guidance
-
-    return Guidance.accept
 
 
 def save_grid(samples: Tensor, labels: Tensor, num_classes: int, path: Path, per_class: int = 10) -> None:
