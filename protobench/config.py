@@ -138,16 +138,20 @@ def parse_overrides(pairs: tuple[str, ...] | list[str]) -> dict[str, Any]:
     return out
 
 
-def load_toml(path: str | Path) -> dict[str, Any]:
-    """A run TOML: top-level keys, plus `[options.<kind>]` tables. Returns flat overrides."""
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Parse a TOML file; a missing or invalid file is one clear line."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"config file not found: {path}")
     try:
-        data = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{path}: not valid TOML: {exc}") from None
-    return flatten_toml(data, str(path))
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """A run TOML: top-level keys, plus `[options.<kind>]` tables. Returns flat overrides."""
+    return flatten_toml(read_toml(path), str(path))
 
 
 def flatten_toml(data: dict[str, Any], where: str) -> dict[str, Any]:

@@ -14,9 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
-from protobench.config import check_key, flatten_toml
+from protobench.config import check_key, flatten_toml, read_toml
 from protobench.errors import UsageError
 
 #: axes a sweep takes as comma lists on the command line
@@ -54,13 +52,7 @@ def split_overrides(pairs: tuple[str, ...] | list[str]) -> tuple[list[str], dict
 
 def load_sweep_toml(path: Path) -> tuple[dict[str, Any], dict[str, list[Any]]]:
     """A sweep TOML -> (fixed flat keys, {key: list of values}) from its `[sweep]` table."""
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"config file not found: {path}")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"{path}: not valid TOML: {exc}") from None
+    data = read_toml(path)
     table = data.get("sweep", {})
     if not isinstance(table, dict):
         raise UsageError(f"{path}: [sweep] must be a table of lists")

@@ -26,15 +26,10 @@ from protobench.plugins import get_registry
 TINY = ["-o", "denoiser.base_channels=8", "-o", "sampler.steps=3", "--eval-samples", "20", "--quiet"]
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """One evaluator cache for the module (tox shares one for the session via PROTOBENCH_CACHE)."""
-    path = os.environ.get("PROTOBENCH_CACHE") or str(tmp_path_factory.mktemp("cache"))
-    old = os.environ.get("PROTOBENCH_CACHE")
-    os.environ["PROTOBENCH_CACHE"] = path
-    yield Path(path)
-    if old is None:
-        os.environ.pop("PROTOBENCH_CACHE", None)
+@pytest.fixture
+def cache(protobench_cache):
+    """The session's evaluator cache (protobench.testing), so the evaluator trains once."""
+    return protobench_cache
 
 
 # -- schedule ---------------------------------------------------------------------------------

@@ -114,3 +114,19 @@ def save_cached(name: str, key: str, splits: tuple[DataSplit, DataSplit]) -> Non
             tmp.unlink(missing_ok=True)
     except OSError:
         pass  # the cache is an optimisation: an unwritable cache folder only costs the next load its decode
+
+
+def decoded_splits(dataset, folder: Path, train: Sequence[tuple[Path, int]], test: Sequence[tuple[Path, int]],
+                   channels: int, size: int, options: dict, cache: bool) -> tuple[DataSplit, DataSplit]:
+    """Decode (path, label) lists into the train/test splits, through the .npz cache when `cache` is on."""
+    key = listing_key(dataset.name, folder, [p for p, _ in [*train, *test]], options) if cache else ""
+    splits = load_cached(dataset.name, key) if cache else None
+    if splits is None:
+        splits = tuple(
+            DataSplit(decode_images([p for p, _ in pairs], channels, size, dataset),
+                      torch.tensor([label for _, label in pairs], dtype=torch.int64))
+            for pairs in (train, test)
+        )
+        if cache:
+            save_cached(dataset.name, key, splits)
+    return splits

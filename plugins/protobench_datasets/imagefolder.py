@@ -16,11 +16,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from protobench import Dataset, DataSplit
 from protobench.errors import UsageError
-from protobench_datasets._local import decode_images, listing_key, load_cached, save_cached
+from protobench_datasets._local import decoded_splits
 
 EXPECTED = "one subfolder of images per class, either directly or inside train/ and test/"
 
@@ -106,15 +105,5 @@ class ImageFolderDataset(Dataset):
         self.class_names = tuple(classes)
         options = {"size": self.size, "channels": self.channels, "test_fraction": self.test_fraction,
                    "split_seed": self.split_seed}
-        key = listing_key(self.name, root, [p for p, _ in train + test], options) if self.cache else ""
-        splits = load_cached(self.name, key) if self.cache else None
-        if splits is None:
-            splits = tuple(
-                DataSplit(decode_images([p for p, _ in pairs], self.channels, self.size, self),
-                          torch.tensor([label for _, label in pairs], dtype=torch.int64))
-                for pairs in (train, test)
-            )
-            if self.cache:
-                save_cached(self.name, key, splits)
-        self._splits = splits
+        self._splits = decoded_splits(self, root, train, test, self.channels, self.size, options, self.cache)
         return self._splits

@@ -10,17 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from protobench import Dataset, DataSplit
 from protobench.errors import UsageError
 from protobench_datasets._local import (
-    decode_images,
+    decoded_splits,
     find_folder,
-    listing_key,
-    load_cached,
     read_lines,
-    save_cached,
 )
 
 FOLDER = "tiny-imagenet-200"
@@ -95,15 +90,5 @@ class TinyImageNetDataset(Dataset):
             words[wnid.strip()] = text.split(",")[0].strip() or wnid.strip()
         self.num_classes = len(wnids)
         self.class_names = tuple(words.get(w, w) for w in wnids)
-        key = listing_key(self.name, folder, [p for p, _ in train + test], {}) if self.cache else ""
-        splits = load_cached(self.name, key) if self.cache else None
-        if splits is None:
-            splits = tuple(
-                DataSplit(decode_images([p for p, _ in pairs], 3, 64, self),
-                          torch.tensor([label for _, label in pairs], dtype=torch.int64))
-                for pairs in (train, test)
-            )
-            if self.cache:
-                save_cached(self.name, key, splits)
-        self._splits = splits
+        self._splits = decoded_splits(self, folder, train, test, 3, 64, {}, self.cache)
         return self._splits
