@@ -99,9 +99,13 @@ def build_rows(records: list[dict[str, Any]], target: float | None = None) -> li
         row_target = target if target is not None else (base["best_fid"]["mean"] if base else None)
         row["target"] = row_target
         row["device_hours_to_target"] = _to_target(row["_runs"], row_target)
-        mine = row["device_hours_to_target"]["mean"]
-        theirs = _to_target(base["_runs"], row_target)["mean"] if base else None
-        row["speedup_vs_baseline"] = theirs / mine if (mine and theirs) else None
+        mine = row["device_hours_to_target"]
+        theirs = _to_target(base["_runs"], row_target) if base else None
+        # a speed-up only where every seed of this row reached the target (a mean over the seeds that
+        # happened to get there would flatter it); the baseline's seeds that never did are left out,
+        # which can only understate the speed-up
+        complete = theirs is not None and (row is base or mine["reached"] == mine["of"])
+        row["speedup_vs_baseline"] = theirs["mean"] / mine["mean"] if (complete and mine["mean"] and theirs["mean"]) else None
     for row in rows:
         del row["_runs"], row["_baseline_key"]
     rows.sort(key=lambda r: (r["device_type"], r["dataset"], r["denoiser"], r["guidance"], r["sampler"],
@@ -157,7 +161,8 @@ def print_rows(rows: list[dict[str, Any]], title: str = "protobench report") -> 
                           str(len(r["seeds"])), fmt_stat(r["best_fid"], 2), fmt_stat(r["device_hours_to_best"], 4),
                           to_target, speed, fmt_stat(r["prepare_hours"], 4))
         c.print(table)
-    c.print(escape("to target: [seeds that reached it/seeds] @ target FID (default: the random baseline's mean best)"))
+    c.print(escape("to target: [seeds that reached it/seeds] @ target FID (default: the random baseline's mean best); "
+                   "speedup: baseline hours to target / this row's, shown only when all of this row's seeds reached it"))
 
 
 # ---------------------------------------------------------------------------------------------

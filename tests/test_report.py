@@ -172,3 +172,18 @@ def test_compare_two_runs_by_id(tmp_path):
     assert pair["metrics"]["best_fid"]["mark"] == "worse"
     bad = CliRunner().invoke(main, ["compare", "--out", str(tmp_path), r1["run_id"], "nope"])
     assert bad.exit_code == 2 and "no run 'nope'" in bad.output
+
+
+def test_no_speedup_when_some_seeds_never_reach_the_target(tmp_path):
+    # random's mean best is 22; only one of these three seeds ever gets to 22 or below
+    baseline_and_proto(tmp_path / "a")
+    make_run(tmp_path, "random", 0, [40, 20, 25], [1, 2, 3])
+    make_run(tmp_path, "random", 1, [40, 30, 22], [1, 2, 3])
+    make_run(tmp_path, "random", 2, [40, 30, 24], [1, 2, 3])
+    make_run(tmp_path, "none", 0, [21, 15, 16], [0.5, 1.5, 2.5])
+    make_run(tmp_path, "none", 1, [30, 25, 23], [0.5, 1.5, 2.5])
+    make_run(tmp_path, "none", 2, [30, 26, 24], [0.5, 1.5, 2.5])
+    rows = {r["conditioner"]: r for r in build_rows(records(tmp_path))}
+    assert rows["none"]["device_hours_to_target"]["reached"] == 1
+    assert rows["none"]["speedup_vs_baseline"] is None
+    assert rows["random"]["speedup_vs_baseline"] == pytest.approx(1.0)
