@@ -176,7 +176,6 @@ def test_compare_two_runs_by_id(tmp_path):
 
 def test_no_speedup_when_some_seeds_never_reach_the_target(tmp_path):
     # random's mean best is 22; only one of these three seeds ever gets to 22 or below
-    baseline_and_proto(tmp_path / "a")
     make_run(tmp_path, "random", 0, [40, 20, 25], [1, 2, 3])
     make_run(tmp_path, "random", 1, [40, 30, 22], [1, 2, 3])
     make_run(tmp_path, "random", 2, [40, 30, 24], [1, 2, 3])
