@@ -352,11 +352,13 @@ class Run:
         drop = torch.rand(bs, generator=self.train_gen) < cfg.label_dropout
         labels = torch.where(drop, torch.full_like(y_all[idx], NULL_LABEL), y_all[idx])
         mine = slice(self.dist.rank, bs, self.dist.world)
-        return x_all[idx][mine], labels[mine], t[mine], noise[mine]
+        # images stay uint8 in memory and become [-1, 1] floats per batch (a float copy of a large split is 4x)
+        x0 = x_all[idx][mine].float().div(127.5).sub(1.0)
+        return x0, labels[mine], t[mine], noise[mine]
 
     def _train_loop(self) -> dict[str, Any]:
         cfg = self.cfg
-        x_all = self.train_split.as_float()
+        x_all = self.train_split.images
         y_all = self.train_split.labels.long()
         autocast = self._autocast()
         progress = self._progress()

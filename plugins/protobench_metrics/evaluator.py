@@ -144,14 +144,15 @@ def load_or_train(dataset, cache_root: Path, show_progress: bool = False) -> tup
             torch.manual_seed(EVALUATOR_SEED)
             gen = torch.Generator().manual_seed(EVALUATOR_SEED)
             opt = torch.optim.Adam(net.parameters(), lr=opts["lr"])
-            x_all, y_all = train.as_float(), train.labels.long()
+            # uint8 in memory, converted per batch: the float copy of a large split would be 4x its size
+            x_all, y_all = train.images, train.labels.long()
             n = len(x_all)
             for _epoch in range(opts["epochs"]):
                 net.train()
                 perm = torch.randperm(n, generator=gen)
                 for i in range(0, n, opts["batch_size"]):
                     idx = perm[i:i + opts["batch_size"]]
-                    loss = F.cross_entropy(net(_augment(x_all[idx], gen)), y_all[idx])
+                    loss = F.cross_entropy(net(_augment(x_all[idx].float().div(127.5).sub(1), gen)), y_all[idx])
                     opt.zero_grad()
                     loss.backward()
                     opt.step()
