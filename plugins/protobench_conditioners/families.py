@@ -24,6 +24,7 @@ from protobench import (
     PrepareContext,
     hookimpl,
 )
+from protobench.augment import random_shift
 from protobench.io import atomic_write_json
 from protobench_conditioners.basic import ClassEmbedding
 
@@ -170,7 +171,7 @@ class AuxClassifierConditioner(Conditioner):
                 perm = torch.randperm(n, generator=gen)
                 for i in range(0, n, bs):
                     idx = perm[i:i + bs]
-                    loss = F.cross_entropy(net(_shift(x_all[idx], gen).to(device)), y_all[idx].to(device))
+                    loss = F.cross_entropy(net(random_shift(x_all[idx], gen).to(device)), y_all[idx].to(device))
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
@@ -200,14 +201,6 @@ class AuxClassifierConditioner(Conditioner):
         logits = self.classifier(ctx.x0_pred[keep].float())
         # L = L_simple + λ · CE(classifier(x̂0), y)  (paper 003, "weighted sum" of the two losses)
         return self.aux_weight * F.cross_entropy(logits, ctx.labels[keep].long())
-
-
-def _shift(x: Tensor, gen: torch.Generator) -> Tensor:
-    """Random translation by up to 1/8 of the size (edge padding): the classifier's only augmentation."""
-    pad = max(1, x.shape[-1] // 8)
-    padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
-    dx, dy = torch.randint(0, 2 * pad + 1, (2,), generator=gen).tolist()
-    return padded[..., dy:dy + x.shape[-2], dx:dx + x.shape[-1]]
 
 
 @hookimpl

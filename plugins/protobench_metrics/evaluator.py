@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from protobench.augment import random_shift
 from protobench.io import atomic_write_json
 
 EVALUATOR_SEED = 20240101
@@ -44,14 +45,6 @@ class EvaluatorNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))
-
-
-def _augment(x: Tensor, gen: torch.Generator) -> Tensor:
-    """Random shifts of up to 1/8 of the size (padding by replication)."""
-    pad = max(1, x.shape[-1] // 8)
-    padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
-    dx, dy = torch.randint(0, 2 * pad + 1, (2,), generator=gen).tolist()
-    return padded[..., dy:dy + x.shape[-2], dx:dx + x.shape[-1]]
 
 
 @contextmanager
@@ -152,7 +145,7 @@ def load_or_train(dataset, cache_root: Path, show_progress: bool = False) -> tup
                 perm = torch.randperm(n, generator=gen)
                 for i in range(0, n, opts["batch_size"]):
                     idx = perm[i:i + opts["batch_size"]]
-                    loss = F.cross_entropy(net(_augment(x_all[idx].float().div(127.5).sub(1), gen)), y_all[idx])
+                    loss = F.cross_entropy(net(random_shift(x_all[idx].float().div(127.5).sub(1), gen)), y_all[idx])
                     opt.zero_grad()
                     loss.backward()
                     opt.step()
