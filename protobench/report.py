@@ -9,6 +9,7 @@ GPU-hours or CPU-hours by the device the runs used, and runs on different device
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -106,11 +107,31 @@ def build_rows(records: list[dict[str, Any]], target: float | None = None) -> li
         # which can only understate the speed-up
         complete = theirs is not None and (row is base or mine["reached"] == mine["of"])
         row["speedup_vs_baseline"] = theirs["mean"] / mine["mean"] if (complete and mine["mean"] and theirs["mean"]) else None
+    _label_variants(rows)
     for row in rows:
         del row["_runs"], row["_baseline_key"]
     rows.sort(key=lambda r: (r["device_type"], r["dataset"], r["denoiser"], r["guidance"], r["sampler"],
                              r["conditioner"] != BASELINE, r["conditioner"], r["combination"]))
     return rows
+
+
+def _flat_config(config: dict[str, Any]) -> dict[str, Any]:
+    flat = {k: v for k, v in config.items() if k not in ("options", "seed", "data_root")}
+    for kind, opts in config.get("options", {}).items():
+        flat.update({f"{kind}.{k}": v for k, v in opts.items()})
+    return flat
+
+
+def _label_variants(rows: list[dict[str, Any]]) -> None:
+    """`variant`: the config keys that tell apart rows sharing the same axes (e.g. guidance.reject_threshold=0.5)."""
+    by_axes: dict[tuple, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_axes.setdefault((row["device_type"], *(row[a] for a in AXES)), []).append(row)
+    for group in by_axes.values():
+        flats = [_flat_config(row["_runs"][0]["config"]) for row in group]
+        keys = sorted({k for f in flats for k in f if len({json.dumps(g.get(k), default=str) for g in flats}) > 1})
+        for row, flat in zip(group, flats, strict=True):
+            row["variant"] = " ".join(f"{k}={flat.get(k)}" for k in keys)
 
 
 def _to_target(runs: list[dict[str, Any]], target: float | None) -> dict[str, Any]:
@@ -157,7 +178,8 @@ def print_rows(rows: list[dict[str, Any]], title: str = "protobench report") -> 
             tt = r["device_hours_to_target"]
             to_target = "—" if r["target"] is None else f"{fmt_stat(tt, 4)} [{tt['reached']}/{tt['of']}] @ {r['target']:.2f}"
             speed = "—" if r["speedup_vs_baseline"] is None else f"{r['speedup_vs_baseline']:.2f}×"
-            table.add_row(r["dataset"], r["conditioner"], f"{r['denoiser']} / {r['guidance']} / {r['sampler']}",
+            conditioner = r["conditioner"] + (f"\n{escape(r['variant'])}" if r.get("variant") else "")
+            table.add_row(r["dataset"], conditioner, f"{r['denoiser']} / {r['guidance']} / {r['sampler']}",
                           str(len(r["seeds"])), fmt_stat(r["best_fid"], 2), fmt_stat(r["device_hours_to_best"], 4),
                           to_target, speed, fmt_stat(r["prepare_hours"], 4))
         c.print(table)

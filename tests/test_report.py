@@ -186,3 +186,13 @@ def test_no_speedup_when_some_seeds_never_reach_the_target(tmp_path):
     assert rows["none"]["device_hours_to_target"]["reached"] == 1
     assert rows["none"]["speedup_vs_baseline"] is None
     assert rows["random"]["speedup_vs_baseline"] == pytest.approx(1.0)
+
+
+def test_rows_sharing_their_plugins_are_told_apart_by_the_settings_that_differ(tmp_path):
+    make_run(tmp_path, "random", 0, [30, 20], [1, 2], budget=3000)
+    make_run(tmp_path, "random", 0, [30, 25], [1, 2], budget=4000)
+    make_run(tmp_path, "none", 0, [30, 25], [1, 2], budget=3000)
+    rows = build_rows(records(tmp_path))
+    variants = sorted(r["variant"] for r in rows if r["conditioner"] == "random")
+    assert variants == ["budget=3000 eval_every=1500", "budget=4000 eval_every=2000"]
+    assert next(r for r in rows if r["conditioner"] == "none")["variant"] == ""
