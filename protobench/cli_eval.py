@@ -150,37 +150,19 @@ def sample_run(run_id: str, out: Path, class_k: int | None, n: int | None, outpu
                seed: int = 0) -> dict[str, Any]:
     """Draw samples from a run's latest checkpoint (EMA weights) with its own guidance and sampler."""
     import torch
-    from safetensors.torch import load_file
 
-    from protobench.config import RunConfig
-    from protobench.engine import DiffusionModel, Run, _strip, generate, save_grid
-    from protobench.interfaces import ConditionedNet, Guidance
+    from protobench.engine import generate, load_trained, save_grid
     from protobench.plugins import get_registry
 
     run_dir = out / "runs" / run_id
     cfg_path = run_dir / "config.json"
     if not cfg_path.is_file():
         raise UsageError(f"no run {run_id!r} under {out / 'runs'} (missing {cfg_path})")
-    latest = run_dir / "checkpoints" / "latest.json"
-    if not latest.is_file():
-        raise UsageError(f"run {run_id!r} has no checkpoint yet (missing {latest})")
-    cfg = RunConfig.from_dict(json.loads(cfg_path.read_text())["config"])
-    meta = json.loads(latest.read_text())
-    run = Run(cfg, get_registry(), out, show_progress=False)
-    run.build()
+    run, net, meta = load_trained(run_dir, get_registry())
+    cfg = run.cfg
     num_classes = run.dataset.num_classes
     if class_k is not None and not 0 <= class_k < num_classes:
         raise UsageError(f"--class must be in [0, {num_classes}) for {cfg.dataset}, got {class_k}")
-    model = DiffusionModel(run.conditioner, run.denoiser, run.schedule)
-    try:
-        model.load_state_dict(_strip("ema", load_file(str(run_dir / "checkpoints" / meta["file"]))))
-    except (OSError, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise UsageError(f"run {run_id!r}: checkpoint {meta['file']} does not load: {first}") from None
-    model.to(run.device).eval()
-    net = ConditionedNet(model.conditioner, model.denoiser, num_classes)
-    if type(run.guidance).prepare is not Guidance.prepare:  # e.g. fit the feature classifier, as the run did
-        run.guidance.prepare(run.prepare_context(net=net, schedule=run.schedule))
     if n is None:
         n = 10 if class_k is not None else 10 * min(num_classes, 10)
     if n < 1:

@@ -469,7 +469,7 @@ class Run:
     def _evaluate(self) -> None:
         cfg = self.cfg
         net = ConditionedNet(self.ema.model.conditioner, self.ema.model.denoiser, self.dataset.num_classes)
-        if type(self.guidance).prepare is not _base_guidance_prepare():
+        if guidance_prepares(self.guidance):
             pctx = self.prepare_context(net=net, schedule=self.schedule)
             with self.ledger.phase("prepare", self._sync):
                 self.guidance.prepare(pctx)
@@ -561,10 +561,37 @@ class Run:
         self.evals = list(state["evals"])
 
 
-def _base_guidance_prepare():
+def guidance_prepares(guidance) -> bool:
+    """Whether a guidance has a `prepare` step of its own (e.g. fitting a classifier on the trained net)."""
     from protobench.interfaces import Guidance
 
-    return Guidance.prepare
+    return type(guidance).prepare is not Guidance.prepare
+
+
+def load_trained(run_dir: Path, registry: Registry) -> tuple[Run, ConditionedNet, dict[str, Any]]:
+    """A run's parts rebuilt from its config.json, with the EMA weights of its latest checkpoint and its
+    guidance prepared as it was for evaluation: (run, net, latest checkpoint's metadata)."""
+    run_dir = Path(run_dir)
+    cfg = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text())["config"])
+    run = Run(cfg, registry, run_dir.parent.parent, show_progress=False)
+    run.dir = run_dir
+    latest = run_dir / "checkpoints" / "latest.json"
+    if not latest.is_file():
+        raise UsageError(f"run {run_dir.name!r} has no checkpoint yet (missing {latest})")
+    run.build()
+    model = DiffusionModel(run.conditioner, run.denoiser, run.schedule)
+    try:
+        state = run._latest_state()
+        model.load_state_dict(_strip("ema", state["tensors"]))
+    except (OSError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise UsageError(f"run {run_dir.name!r}: its latest checkpoint does not load: {first}") from None
+    model.to(run.device).eval()
+    net = ConditionedNet(model.conditioner, model.denoiser, run.dataset.num_classes)
+    if guidance_prepares(run.guidance):
+        run.guidance.prepare(run.prepare_context(net=net, schedule=run.schedule))
+    del state["tensors"]
+    return run, net, state
 
 
 def _inception_weights(cfg: RunConfig) -> Path | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -69,28 +68,11 @@ def plot_samples(run_dir: Path, output: Path, per_class: int = 10) -> None:
     """Sample from the run's last checkpoint (EMA weights, the run's guidance and sampler), one row per class."""
     import torch
 
-    from protobench.config import RunConfig
-    from protobench.engine import DiffusionModel, Run, _strip, generate, save_grid
-    from protobench.interfaces import ConditionedNet
+    from protobench.engine import generate, load_trained, save_grid
     from protobench.plugins import get_registry
 
-    run_dir = Path(run_dir)
-    cfg = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text())["config"])
-    run = Run(cfg, get_registry(), run_dir.parent.parent, show_progress=False)
-    run.dir = run_dir
-    state = run._latest_state()
-    if state is None:
-        raise UsageError(f"run {run_dir.name} has no checkpoint yet")
-    run.build()
-    model = DiffusionModel(run.conditioner, run.denoiser, run.schedule).to(run.device)
-    model.load_state_dict(_strip("ema", state["tensors"]))
-    model.eval()
-    num_classes = run.dataset.num_classes
-    net = ConditionedNet(model.conditioner, model.denoiser, num_classes)
-    from protobench.interfaces import Guidance
-
-    if type(run.guidance).prepare is not Guidance.prepare:
-        run.guidance.prepare(run.prepare_context(net=net, schedule=run.schedule))
+    run, net, _meta = load_trained(Path(run_dir), get_registry())
+    cfg, num_classes = run.cfg, run.dataset.num_classes
     shown = min(num_classes, 10)
     labels = torch.arange(shown).repeat_interleave(per_class)
     with torch.no_grad():
