@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -12,6 +10,7 @@ from typing import Any
 
 from protobench.errors import UsageError
 from protobench.interfaces import KINDS
+from protobench.io import json_digest
 from protobench.plugins import CONTEXT_KEYS, Registry, plugin_options
 
 
@@ -59,7 +58,7 @@ class RunConfig:
         """Identity of what the run computes (not where its data lives)."""
         d = self.to_dict()
         d.pop("data_root", None)
-        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        return json_digest(d, 12)
 
     def run_id(self) -> str:
         return f"{self.dataset}-{self.conditioner}-{self.guidance}-s{self.seed}-{self.hash()[:8]}"
@@ -69,7 +68,7 @@ class RunConfig:
         d = self.to_dict()
         d.pop("seed")
         d.pop("data_root", None)
-        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        return json_digest(d, 12)
 
 
 TOP_LEVEL = {f.name: f for f in fields(RunConfig) if f.name != "options"}

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+
+def json_digest(obj: Any, length: int = 16) -> str:
+    """A short, stable identity of a JSON-able value (sorted keys): config hashes and cache keys."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:length]
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

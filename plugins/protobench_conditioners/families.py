@@ -4,7 +4,6 @@ after Brock et al. 2018 (class-conditional BN) and Odena et al. 2017 (AC-GAN).""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -25,7 +24,7 @@ from protobench import (
     hookimpl,
 )
 from protobench.augment import random_shift
-from protobench.io import atomic_write_json
+from protobench.io import atomic_write_json, json_digest
 from protobench_conditioners.basic import ClassEmbedding
 
 #: the auxiliary classifier's own seed (offset by the run's seed): not the metrics' evaluator seed
@@ -123,7 +122,7 @@ class AuxClassifierConditioner(Conditioner):
     def cache_key(self, ctx: PrepareContext) -> str:
         ident = {"dataset": ctx.dataset_checksum, "options": self.classifier_options, "seed": self._seed(ctx),
                  "shape": list(self.image_shape), "classes": self.num_classes}
-        return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+        return json_digest(ident, 16)
 
     def _seed(self, ctx: PrepareContext) -> int:
         return AUX_CLASSIFIER_SEED + ctx.seed

@@ -8,7 +8,6 @@ of that seed, frozen or unfrozen, reuses one Stage I — and is still charged it
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -24,7 +23,7 @@ from torch import Tensor, nn
 
 from protobench.interfaces.conditioner import PrepareContext
 from protobench.interfaces.dataset import DataSplit
-from protobench.io import atomic_write_json
+from protobench.io import atomic_write_json, json_digest
 
 #: bump when Stage I changes in a way that makes cached prototypes stale
 STAGE1_VERSION = 1
@@ -189,7 +188,7 @@ def _progress():
 def cache_key(dataset_checksum: str, num_classes: int, image_shape, opts: Stage1Options, seed: int) -> str:
     ident = {"version": STAGE1_VERSION, "dataset": dataset_checksum, "num_classes": num_classes,
              "image_shape": list(image_shape), "options": asdict(opts), "seed": seed}
-    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+    return json_digest(ident, 16)
 
 
 def load_entry(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]] | None:

@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from protobench.augment import random_shift
-from protobench.io import atomic_write_json
+from protobench.io import atomic_write_json, json_digest
 
 EVALUATOR_SEED = 20240101
 DEFAULT_OPTIONS = {"width": 32, "epochs": 20, "batch_size": 128, "lr": 1e-3}
@@ -117,7 +117,7 @@ def load_or_train(dataset, cache_root: Path, show_progress: bool = False) -> tup
     opts = evaluator_options(dataset)
     train, test = dataset.load()
     c = dataset.image_shape[0]
-    opts_hash = hashlib.sha256(json.dumps(opts, sort_keys=True).encode()).hexdigest()[:8]
+    opts_hash = json_digest(opts, 8)
     key = f"{dataset.name}-{dataset.checksum()}-{opts_hash}"
     folder = Path(cache_root) / "evaluators"
     weights, meta_path = folder / f"{key}.safetensors", folder / f"{key}.json"
