@@ -16,6 +16,15 @@ from torch import Tensor
 from protobench.errors import UsageError
 from protobench.interfaces.dataset import DataSplit
 
+#: the paper's U-Net (ProtoDiffusion A.2: base 64, multipliers 2,2,4,4, dropout 0.1), shared by the real datasets'
+#: presets; attention at 16 px is our choice (the paper does not say)
+PAPER_UNET = {
+    "denoiser.base_channels": 64,
+    "denoiser.channel_mult": (2, 2, 4, 4),
+    "denoiser.attention_resolutions": (16,),
+    "denoiser.dropout": 0.1,
+}
+
 
 def find_folder(data_root: str | os.PathLike | None, dataset: str, folder: str, required: Sequence[str],
                 expected: str) -> Path:

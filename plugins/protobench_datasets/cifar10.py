@@ -15,7 +15,7 @@ import torch
 
 from protobench import Dataset, DataSplit
 from protobench.errors import UsageError
-from protobench_datasets._local import find_folder
+from protobench_datasets._local import PAPER_UNET, find_folder
 
 FOLDER = "cifar-10-batches-py"
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -90,10 +90,7 @@ class CIFAR10Dataset(Dataset):
         "budget": 50_000_000,
         "eval_every": 5_000_000,
         "eval_samples": 10_000,
-        "denoiser.base_channels": 64,
-        "denoiser.channel_mult": (2, 2, 4, 4),
-        "denoiser.attention_resolutions": (16,),
-        "denoiser.dropout": 0.1,
+        **PAPER_UNET,
     }
     # the evaluator trains on the CPU (protobench_metrics): width 32, 10 epochs is ~20 CPU-minutes once, cached
     evaluator_options = {"width": 32, "epochs": 10, "batch_size": 128, "lr": 1e-3}

@@ -12,7 +12,7 @@ import torch
 
 from protobench import Dataset, DataSplit
 from protobench.errors import UsageError
-from protobench_datasets._local import find_folder, read_lines
+from protobench_datasets._local import PAPER_UNET, find_folder, read_lines
 
 FOLDER = "stl10_binary"
 FILES = ("train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin", "class_names.txt")
@@ -53,10 +53,7 @@ class STL10Dataset(Dataset):
         "budget": 10_000_000,
         "eval_every": 500_000,
         "eval_samples": 8_000,
-        "denoiser.base_channels": 64,
-        "denoiser.channel_mult": (2, 2, 4, 4),
-        "denoiser.attention_resolutions": (16,),
-        "denoiser.dropout": 0.1,
+        **PAPER_UNET,
     }
     evaluator_options = {"width": 32, "epochs": 20, "batch_size": 64, "lr": 1e-3}  # 5k images: more epochs
 

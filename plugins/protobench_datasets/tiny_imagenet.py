@@ -13,6 +13,7 @@ from pathlib import Path
 from protobench import Dataset, DataSplit
 from protobench.errors import UsageError
 from protobench_datasets._local import (
+    PAPER_UNET,
     decoded_splits,
     find_folder,
     read_lines,
@@ -37,10 +38,7 @@ class TinyImageNetDataset(Dataset):
         "budget": 20_000_000,
         "eval_every": 2_000_000,
         "eval_samples": 10_000,
-        "denoiser.base_channels": 64,
-        "denoiser.channel_mult": (2, 2, 4, 4),
-        "denoiser.attention_resolutions": (16,),
-        "denoiser.dropout": 0.1,
+        **PAPER_UNET,
     }
     evaluator_options = {"width": 32, "epochs": 5, "batch_size": 128, "lr": 1e-3}  # 100k images: fewer epochs
 
