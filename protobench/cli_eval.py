@@ -63,26 +63,27 @@ def evaluate_file(samples: Path, dataset_name: str, metric_names: tuple[str, ...
                   data_root: str | None, out: Path, overrides: tuple[str, ...] = (), show_progress: bool = True
                   ) -> dict[str, Any]:
     """Score an .npz of samples against a dataset: the record `protobench eval --json` prints."""
-    from protobench.config import coerce, parse_overrides
+    from protobench.config import build_config, build_metrics, parse_overrides
     from protobench.engine import cache_dir, current_dist, device_info, pick_device
+    from protobench.engine import inception_weights as weights_from_config
     from protobench.interfaces import Reference
-    from protobench.plugins import CONTEXT_KEYS, get_registry, plugin_options
+    from protobench.plugins import get_registry
 
     registry = get_registry()
     images, labels = load_samples(samples)
     user = parse_overrides(overrides)
-    ds_opts = {k.split(".", 1)[1]: v for k, v in user.items() if k.startswith("dataset.")}
-    metric_opts = {k.split(".", 1)[1]: v for k, v in user.items() if k.startswith("metric.")}
     unknown = [k for k in user if not k.startswith(("dataset.", "metric."))]
     if unknown:
         raise UsageError(f"eval accepts -o dataset.<option> and metric.<option>, got {unknown[0]!r}")
-    ds_cls = registry.get("dataset", dataset_name).cls
-    ds_defaults = plugin_options(ds_cls, CONTEXT_KEYS)
-    for k in ds_opts:
-        if k in ds_defaults:
-            ds_opts[k] = coerce(ds_opts[k], ds_defaults[k], f"dataset.{k}")
+    if not metric_names:
+        metric_names = DEFAULT_METRICS + (LABELLED_METRICS if labels is not None else ())
+    for name in metric_names:
+        if getattr(registry.get("metric", name).cls, "needs_labels", False) and labels is None:
+            raise UsageError(f"metric {name!r} needs class labels: add a 'labels' array to {samples}")
+    # the same resolution as a run's: options checked and typed, unknown ones named
+    cfg = build_config({**user, "dataset": dataset_name, "metrics": ",".join(metric_names)}, registry)
     data_root = data_root or os.environ.get("PROTOBENCH_DATA_ROOT")
-    dataset = registry.build("dataset", dataset_name, ds_opts, {"data_root": data_root})
+    dataset = registry.build("dataset", dataset_name, cfg.options["dataset"], {"data_root": data_root})
     dataset.load()
     if labels is not None and len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= dataset.num_classes):
         raise UsageError(f"{samples}: labels must be in [0, {dataset.num_classes}) for {dataset_name}, "
@@ -91,23 +92,10 @@ def evaluate_file(samples: Path, dataset_name: str, metric_names: tuple[str, ...
         images = dataset.resize(images)
     except ValueError as exc:
         raise UsageError(f"{samples}: {exc}") from None
-    if not metric_names:
-        metric_names = DEFAULT_METRICS + (LABELLED_METRICS if labels is not None else ())
-    metrics = []
-    for name in metric_names:
-        cls = registry.get("metric", name).cls
-        if getattr(cls, "needs_labels", False) and labels is None:
-            raise UsageError(f"metric {name!r} needs class labels: add a 'labels' array to {samples}")
-        mine = plugin_options(cls, CONTEXT_KEYS)
-        opts = {k: coerce(v, mine[k], f"metric.{k}") for k, v in metric_opts.items() if k in mine}
-        metrics.append((name, registry.build("metric", name, opts, {"num_classes": dataset.num_classes,
-                                                                      "image_shape": tuple(dataset.image_shape)})))
-    leftover = [k for k in metric_opts if not any(k in plugin_options(type(m), CONTEXT_KEYS) for _n, m in metrics)]
-    if leftover:
-        raise UsageError(f"unknown option metric.{leftover[0]} for metrics {', '.join(metric_names)}")
+    built = build_metrics(cfg, registry, {"num_classes": dataset.num_classes, "image_shape": tuple(dataset.image_shape)})
+    metrics = list(zip(cfg.metrics, built, strict=True))
     device = pick_device(current_dist())
-    if inception_weights is None and os.environ.get("PROTOBENCH_INCEPTION_WEIGHTS"):
-        inception_weights = Path(os.environ["PROTOBENCH_INCEPTION_WEIGHTS"])
+    inception_weights = inception_weights or weights_from_config(cfg)
     reference = Reference(dataset, cache_dir(out), device, seed=0, inception_weights=inception_weights,
                           show_progress=show_progress)
     start = time.perf_counter()

@@ -226,7 +226,7 @@ def build_config(user: dict[str, Any], registry: Registry) -> RunConfig:
             if key.startswith(kind + "."):
                 opt = key.split(".", 1)[1]
                 if opt not in defaults:
-                    name = top["metrics"] if kind == "metric" else top[kind]
+                    name = ", ".join(top["metrics"]) if kind == "metric" else top[kind]
                     listed = ", ".join(sorted(defaults)) or "(none)"
                     raise UsageError(f"unknown option {key} for {kind} {name}; known options: {listed}")
                 resolved[opt] = coerce(value, defaults[opt], key)
@@ -234,6 +234,16 @@ def build_config(user: dict[str, Any], registry: Registry) -> RunConfig:
     cfg = RunConfig(**top, options=options)
     validate(cfg)
     return cfg
+
+
+def build_metrics(cfg: RunConfig, registry: Registry, context: dict[str, Any]) -> list[Any]:
+    """The config's metrics, each given the merged `metric.*` options it accepts."""
+    metrics = []
+    for name in cfg.metrics:
+        accepted = plugin_options(registry.get("metric", name).cls, CONTEXT_KEYS)
+        options = {k: v for k, v in cfg.options["metric"].items() if k in accepted}
+        metrics.append(registry.build("metric", name, options, context))
+    return metrics
 
 
 def validate(cfg: RunConfig) -> None:

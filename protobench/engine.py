@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from protobench.config import RunConfig
+from protobench.config import RunConfig, build_metrics
 from protobench.diffusion import NoiseSchedule
 from protobench.errors import TrainingDiverged, UsageError
 from protobench.interfaces import NULL_LABEL, ConditionedNet, LossContext, PrepareContext, Reference
@@ -230,18 +230,12 @@ class Run:
         self.denoiser = reg.build("denoiser", cfg.denoiser, opts["denoiser"], {**ctx, "cond": self.conditioner.spec})
         self.guidance = reg.build("guidance", cfg.guidance, opts["guidance"], ctx)
         self.sampler = reg.build("sampler", cfg.sampler, opts["sampler"], ctx)
-        self.metrics = []
-        for m in cfg.metrics:
-            cls = reg.get("metric", m).cls
-            from protobench.plugins import CONTEXT_KEYS, plugin_options
-
-            mine = plugin_options(cls, CONTEXT_KEYS)
-            self.metrics.append(reg.build("metric", m, {k: v for k, v in opts["metric"].items() if k in mine}, ctx))
+        self.metrics = build_metrics(cfg, reg, ctx)
         self.schedule = NoiseSchedule(cfg.schedule, cfg.timesteps)
 
     def reference(self) -> Reference:
         return Reference(self.dataset, cache_dir(self.out), self.device, seed=0, show_progress=False,
-                         inception_weights=_inception_weights(self.cfg))
+                         inception_weights=inception_weights(self.cfg))
 
     def prepare_context(self, **extra: Any) -> PrepareContext:
         return PrepareContext(
@@ -594,7 +588,8 @@ def load_trained(run_dir: Path, registry: Registry) -> tuple[Run, ConditionedNet
     return run, net, state
 
 
-def _inception_weights(cfg: RunConfig) -> Path | None:
+def inception_weights(cfg: RunConfig) -> Path | None:
+    """The Inception weights file from the metric option or $PROTOBENCH_INCEPTION_WEIGHTS (None: domain evaluator)."""
     path = cfg.options.get("metric", {}).get("inception_weights") or os.environ.get("PROTOBENCH_INCEPTION_WEIGHTS")
     return Path(path) if path else None
 
