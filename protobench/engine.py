@@ -197,6 +197,7 @@ class Run:
         self.show_progress = show_progress
         self.dist = current_dist()
         self.device = pick_device(self.dist)
+        self._epoch_perm: tuple[int | None, Tensor | None] = (None, None)  # the data order of the current epoch
 
     # -- bookkeeping ------------------------------------------------------------------------
     @property
@@ -337,7 +338,9 @@ class Run:
         bs = cfg.batch_size
         per_epoch = max(1, n // bs)
         epoch, pos = divmod(self.step, per_epoch)
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
+        if self._epoch_perm[0] != epoch:  # one permutation per epoch, not per step
+            self._epoch_perm = (epoch, torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)))
+        perm = self._epoch_perm[1]
         idx = perm[pos * bs:(pos + 1) * bs]
         if idx.numel() < bs:  # a dataset smaller than one batch: sample with replacement
             idx = perm[torch.randint(n, (bs,), generator=self.train_gen)]
