@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
-from protobench import NULL_LABEL, Conditioner, Conditioning, ConditionSpec
+from protobench import Conditioner, Conditioning, ConditionSpec
+from protobench_conditioners._labels import add_null_token, check_null, checked_labels, embed_with_null
 
 
 class ClassEmbedding(Conditioner):
@@ -18,23 +18,15 @@ class ClassEmbedding(Conditioner):
         super().__init__()
         if dim <= 0:
             raise ValueError(f"dim must be > 0, got {dim}")
-        if null not in ("learned", "zero"):
-            raise ValueError(f"null must be 'learned' or 'zero', got {null!r}")
+        check_null(null)
         self.num_classes = num_classes
         self.spec = ConditionSpec(emb_dim=dim)
         self.class_embedding = nn.Embedding(num_classes, dim)
-        if null == "learned":
-            self.null_embedding = nn.Parameter(torch.randn(dim))
-        else:
-            self.register_buffer("null_embedding", torch.zeros(dim))
+        add_null_token(self, "null_embedding", null, dim)
 
     def forward(self, labels: Tensor) -> Conditioning:
-        labels = labels.long()
-        if ((labels < NULL_LABEL) | (labels >= self.num_classes)).any():
-            raise ValueError(f"labels must be in [0, {self.num_classes}) or NULL_LABEL ({NULL_LABEL})")
-        is_null = (labels == NULL_LABEL)[:, None]
-        emb = self.class_embedding(labels.clamp(min=0))
-        return Conditioning(emb=torch.where(is_null, self.null_embedding.to(emb.dtype).expand_as(emb), emb))
+        labels = checked_labels(labels, self.num_classes)
+        return Conditioning(emb=embed_with_null(self.class_embedding, self.null_embedding, labels))
 
 
 class RandomEmbedding(ClassEmbedding):

@@ -11,7 +11,6 @@ from typing import ClassVar
 
 import torch
 
-from protobench import hookimpl
 from protobench.interfaces.conditioner import PrepareContext
 from protobench_conditioners.basic import ClassEmbedding
 from protobench_conditioners.stage1 import Stage1Options, prototypes_for
@@ -55,9 +54,3 @@ class UnfrozenPrototypes(PrototypeEmbedding):
 
     name = "proto-unfrozen"
     frozen = False
-
-
-@hookimpl
-def register_conditioners(register):
-    register(FrozenPrototypes)
-    register(UnfrozenPrototypes)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from protobench import NULL_LABEL, ConditionedNet, Guidance, PrepareContext, UsageError, hookimpl
+from protobench import NULL_LABEL, ConditionedNet, Guidance, PrepareContext, UsageError
 
 #: the feature classifier's seed (offset by the run's seed)
 FEATURE_SEED = 5_000_011
@@ -163,8 +163,3 @@ class FeatureGuidance(Guidance):
         x0 = ((x0.clamp(-1, 1) + 1) * 127.5).round().div(127.5).sub(1.0)
         with torch.no_grad():
             return self.log_prob(net, x0, labels).exp() >= self.reject_threshold
-
-
-@hookimpl
-def register_guidances(register):
-    register(FeatureGuidance)

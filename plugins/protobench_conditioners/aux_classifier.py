@@ -1,6 +1,6 @@
-"""Conditional normalisation (`cbn`) and the auxiliary classifier (`aux-classifier`): the two ways of
-conditioning a diffusion U-Net in "Towards Conditionality for Probabilistic Diffusion Models" (paper 003),
-after Brock et al. 2018 (class-conditional BN) and Odena et al. 2017 (AC-GAN)."""
+"""The auxiliary classifier (`aux-classifier`): a frozen classifier's cross-entropy on the denoiser's x̂0 as a
+way of conditioning a diffusion U-Net, from "Towards Conditionality for Probabilistic Diffusion Models"
+(paper 003), after Odena et al. 2017 (AC-GAN)."""
 
 from __future__ import annotations
 
@@ -14,39 +14,13 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from protobench import (
-    NULL_LABEL,
-    Conditioner,
-    Conditioning,
-    ConditionSpec,
-    LossContext,
-    PrepareContext,
-    hookimpl,
-)
+from protobench import NULL_LABEL, Conditioner, Conditioning, ConditionSpec, LossContext, PrepareContext
 from protobench.augment import random_shift
 from protobench.io import atomic_write_json, json_digest
-from protobench_conditioners.basic import ClassEmbedding
+from protobench_conditioners._labels import add_null_token, check_null, checked_labels, embed_with_null
 
 #: the auxiliary classifier's own seed (offset by the run's seed): not the metrics' evaluator seed
 AUX_CLASSIFIER_SEED = 3_000_017
-
-
-class ConditionalNorm(ClassEmbedding):
-    """CBN: a class embedding (and a null embedding for CFG) emitted as `Conditioning.norm`.
-
-    The denoiser maps it, per normalisation layer, to a scale and shift that replace the layer's own
-    affine parameters: BN_γ(y),β(y)(x) = γ(y) (x − E[x]) / sqrt(var x) + β(y)  (paper 003, CBN equation).
-    The U-Net normalises by groups rather than batches, so this is conditional group norm.
-    """
-
-    name = "cbn"
-
-    def __init__(self, num_classes: int, dim: int = 64, null: str = "learned"):
-        super().__init__(num_classes, dim=dim, null=null)
-        self.spec = ConditionSpec(norm_dim=dim)
-
-    def forward(self, labels: Tensor) -> Conditioning:
-        return Conditioning(norm=super().forward(labels).emb)
 
 
 class AuxClassifierNet(nn.Module):
@@ -86,8 +60,7 @@ class AuxClassifierConditioner(Conditioner):
                  aux_weight: float = 0.1, aux_max_t: int = 300, classifier_width: int = 32,
                  classifier_epochs: int = 12, classifier_lr: float = 1e-3, classifier_batch_size: int = 64):
         super().__init__()
-        if null not in ("learned", "zero"):
-            raise ValueError(f"null must be 'learned' or 'zero', got {null!r}")
+        check_null(null)
         if aux_weight < 0:
             raise ValueError(f"aux_weight must be >= 0, got {aux_weight}")
         if classifier_epochs < 1:
@@ -100,21 +73,15 @@ class AuxClassifierConditioner(Conditioner):
         self.classifier_options = {"width": classifier_width, "epochs": classifier_epochs, "lr": classifier_lr,
                                    "batch_size": classifier_batch_size}
         self.label_plane = nn.Embedding(num_classes, h * w)  # the label embedded to one w×h channel
-        if null == "learned":
-            self.null_plane = nn.Parameter(torch.randn(h * w))
-        else:
-            self.register_buffer("null_plane", torch.zeros(h * w))
+        add_null_token(self, "null_plane", null, h * w)
         self.classifier = AuxClassifierNet(c, num_classes, classifier_width)
         self.classifier.requires_grad_(False)  # frozen: AdamW is built over parameters that require grad
         # a buffer, so a resumed run (which skips prepare) knows its checkpointed classifier is the trained one
         self.register_buffer("classifier_ready", torch.zeros((), dtype=torch.bool))
 
     def forward(self, labels: Tensor) -> Conditioning:
-        labels = labels.long()
-        if ((labels < NULL_LABEL) | (labels >= self.num_classes)).any():
-            raise ValueError(f"labels must be in [0, {self.num_classes}) or NULL_LABEL ({NULL_LABEL})")
-        planes = self.label_plane(labels.clamp(min=0))
-        planes = torch.where((labels == NULL_LABEL)[:, None], self.null_plane.to(planes.dtype).expand_as(planes), planes)
+        labels = checked_labels(labels, self.num_classes)
+        planes = embed_with_null(self.label_plane, self.null_plane, labels)
         _, h, w = self.image_shape
         return Conditioning(planes=planes.view(-1, 1, h, w))
 
@@ -200,9 +167,3 @@ class AuxClassifierConditioner(Conditioner):
         logits = self.classifier(ctx.x0_pred[keep].float())
         # L = L_simple + λ · CE(classifier(x̂0), y)  (paper 003, "weighted sum" of the two losses)
         return self.aux_weight * F.cross_entropy(logits, ctx.labels[keep].long())
-
-
-@hookimpl
-def register_conditioners(register):
-    register(ConditionalNorm)
-    register(AuxClassifierConditioner)
