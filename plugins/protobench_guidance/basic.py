@@ -12,6 +12,7 @@ class NoGuidance(Guidance):
     """The conditional prediction as it is."""
 
     name = "none"
+    prepares = False
 
     def eps(self, net: ConditionedNet, x_t: Tensor, t: Tensor, labels: Tensor) -> Tensor:
         return net(x_t, t, labels)
@@ -21,6 +22,7 @@ class ClassifierFreeGuidance(Guidance):
     """ε̃ = (1 + w) ε(x_t, y) − w ε(x_t, ∅)  (Ho & Salimans 2021, eq. 6), both in one batched forward."""
 
     name = "cfg"
+    prepares = False
 
     def __init__(self, guidance_scale: float = 1.0):
         if guidance_scale < 0:

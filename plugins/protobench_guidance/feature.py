@@ -46,6 +46,7 @@ class FeatureGuidance(Guidance):
     """
 
     name = "feature"
+    prepares = True  # fits the feature classifier on the trained denoiser before each evaluation
 
     def __init__(self, num_classes: int = 0, guidance_scale: float = 5.0, timesteps: tuple[int, ...] = (100, 300),
                  reject_threshold: float = 0.0, fit_draws: int = 3, fit_epochs: int = 15, fit_lr: float = 1e-3,

@@ -33,7 +33,7 @@ class Conditioning:
 
 @dataclass
 class PrepareContext:
-    """What a `prepare` step (conditioner or guidance) may use. The core times the call."""
+    """What a conditioner's or guidance's `prepare` may use. The core times the call and charges it to the run."""
 
     train: DataSplit
     test: DataSplit
@@ -80,7 +80,13 @@ class Conditioner(nn.Module):
     spec: ConditionSpec = ConditionSpec()
 
     def prepare(self, ctx: PrepareContext) -> None:  # noqa: B027 - optional hook
-        """Optional stage before diffusion training (e.g. Stage-I prototype learning); timed as `prepare`."""
+        """Optional stage before diffusion training (Stage-I prototype learning, training an auxiliary classifier).
+
+        The one `prepare` contract (conditioners, guidance, metrics): build, from the real data, what the
+        plugin needs before it is used; cache it under the cache folder keyed on everything it depends on,
+        and reuse it. A conditioner's or guidance's prepare is part of the method: timed, booked under
+        `prepare` and charged to the run (`ctx.charge` for reused work). Its result must live in parameters
+        or buffers: a resumed run loads the checkpoint and does not prepare again."""
 
     def forward(self, labels: Tensor) -> Conditioning:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -29,9 +29,20 @@ class Guidance:
     """Base class. Built with the user's options (and `num_classes` if accepted)."""
 
     name: ClassVar[str]
+    #: whether `prepare` does work: only then does the core build `ctx.net` and `ctx.schedule` and call it,
+    #: before every evaluation. A subclass that defines `prepare` and leaves this unset gets True.
+    prepares: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "prepare" in vars(cls) and "prepares" not in vars(cls):
+            cls.prepares = True  # plugins written before `prepares` existed keep their prepare step
 
     def prepare(self, ctx: PrepareContext) -> None:  # noqa: B027 - optional hook
-        """Optional, e.g. fit a classifier on the trained denoiser's features; timed as `prepare`."""
+        """Get ready to guide the trained (EMA) denoiser `ctx.net`, e.g. fit a classifier on its features.
+
+        The guidance's part of the method, so timed and charged to the run under `prepare` (see
+        `Conditioner.prepare`); called before each evaluation, and only if `prepares` is True."""
 
     def eps(self, net: ConditionedNet, x_t: Tensor, t: Tensor, labels: Tensor) -> Tensor:  # pragma: no cover
         raise NotImplementedError

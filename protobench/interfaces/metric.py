@@ -36,7 +36,8 @@ class Metric:
     def prepare(self, reference: Reference) -> None:  # noqa: B027 - optional hook
         """Optional: build what the metric measures with (train/load the evaluator, real statistics).
 
-        Called once before training; not charged to the run (it is the measuring instrument, cached)."""
+        The same contract as `Conditioner.prepare` (build from the real data, cache, reuse), but called once
+        before training and not charged to the run: it is the measuring instrument, not the method."""
 
     def compute(self, samples: Tensor, labels: Tensor, reference: Reference) -> dict[str, float]:  # pragma: no cover
         raise NotImplementedError
