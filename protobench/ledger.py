@@ -32,8 +32,5 @@ class Ledger:
     def add(self, name: str, device_seconds: float) -> None:
         self.device_seconds[name] += device_seconds
 
-    def to_hours(self, *phases: str) -> float:
-        return sum(self.device_seconds[p] for p in phases) / 3600.0
-
     def snapshot(self) -> dict[str, float]:
         return dict(self.device_seconds)
