@@ -1,0 +1,94 @@
+"""What the engine adds to a training step: `Run`'s own step (batch drawing, DiffusionModel forward with the
+conditioner and the loss, backward, gradient clipping, AdamW, EMA, loss logging) against a bare
+forward/backward/AdamW loop on the same denoiser and a batch of the same size, alternated in one process.
+
+    python -m benchmarks.step_overhead [--quick] [--batch 128] [-o key=value ...]
+
+The run is set up by the engine itself (`Run.build` and `Run._execute` up to its training loop), so what
+is timed is what `protobench run` executes. The last line is one JSON object; `ratio` is engine / bare
+seconds per step (1.0 = no overhead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from benchmarks._common import alternate, emit, matmul_probe, median, one_thread, progress
+
+
+def engine_run(overrides: dict, out: Path):
+    """A digits run set up exactly as `protobench run` sets it up, stopped before its training loop."""
+    from protobench.config import build_config
+    from protobench.engine import Run
+    from protobench.ledger import Ledger
+    from protobench.plugins import get_registry
+
+    cfg = build_config(overrides, get_registry())
+    run = Run(cfg, get_registry(), out, show_progress=False)
+    torch.manual_seed(cfg.seed * 1000)
+    run.build()
+    run.ledger = Ledger(devices=1)
+    run.dir.mkdir(parents=True, exist_ok=True)
+    run._train_loop = lambda: None  # everything _execute builds (optimizer, EMA, generators), no training
+    run._execute()
+    return run
+
+
+def bare_step(denoiser, conditioner, batch):
+    """The loop a user would write by hand: forward, MSE, backward, AdamW (its multi-tensor path)."""
+    x_t, t, labels, noise = batch
+    params = [p for m in (denoiser, conditioner) for p in m.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=2e-4, foreach=True)
+
+    def step():
+        denoiser.train()
+        optimizer.zero_grad(set_to_none=True)
+        F.mse_loss(denoiser(x_t, t, conditioner(labels)), noise).backward()
+        optimizer.step()
+
+    return step
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.step_overhead", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--steps", type=int, default=None, help="steps per round")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("-o", dest="overrides", action="append", default=[], help="run option, as for `protobench run`")
+    args = parser.parse_args(argv)
+    one_thread()
+    from protobench.config import parse_overrides
+
+    rounds = args.rounds or (3 if args.quick else 5)
+    steps = args.steps or (4 if args.quick else 10)
+    user = {"dataset": "digits", "batch_size": args.batch, "budget": 10**9, **parse_overrides(args.overrides)}
+    with tempfile.TemporaryDirectory() as tmp:
+        run = engine_run(user, Path(tmp))
+        x_all, y_all = run.train_split.images, run.train_split.labels.long()
+        autocast = run._autocast()
+        x0, labels, t, noise = run._batch(x_all, y_all)
+        x_t = run.schedule.q_sample(x0, t, noise)
+        bare = bare_step(run.denoiser, run.conditioner, (x_t, t, labels, noise))
+
+        def engine() -> None:
+            run._train_step(x_all, y_all, autocast)
+
+        times, probes = alternate({"engine": engine, "bare": bare}, rounds=rounds, steps=steps, probe=matmul_probe)
+        progress(f"engine ran {run.step} steps, {run.images_seen} images")
+    engine_s, bare_s = median(times["engine"]), median(times["bare"])
+    emit({"benchmark": "step_overhead", "threads": torch.get_num_threads(), "device": "cpu",
+          "dataset": run.cfg.dataset, "batch": run.cfg.batch_size, "rounds": rounds, "steps_per_round": steps,
+          "engine_ms": round(engine_s * 1000, 1), "bare_ms": round(bare_s * 1000, 1),
+          "engine_images_per_s": round(run.cfg.batch_size / engine_s, 1),
+          "bare_images_per_s": round(run.cfg.batch_size / bare_s, 1),
+          "probe_gflops": round(median(probes) / 1e9, 1), "ratio": round(engine_s / bare_s, 3)})
+
+
+if __name__ == "__main__":
+    main()
