@@ -5,23 +5,41 @@ A plugin author's whole import surface is this module.
 
 from protobench.errors import UsageError
 from protobench.hookspecs import hookimpl
-from protobench.interfaces import (
-    NULL_LABEL,
-    ConditionedNet,
-    Conditioner,
-    Conditioning,
-    ConditionSpec,
-    Dataset,
-    DataSplit,
-    Denoiser,
-    EpsFn,
-    Guidance,
-    LossContext,
-    Metric,
-    PrepareContext,
-    Reference,
-    Sampler,
+
+#: the plugin interfaces are torch modules: imported on first use, so that `protobench --help` and plugin
+#: discovery start without torch (PEP 562)
+_INTERFACES = (
+    "NULL_LABEL",
+    "ConditionedNet",
+    "Conditioner",
+    "Conditioning",
+    "ConditionSpec",
+    "Dataset",
+    "DataSplit",
+    "Denoiser",
+    "EpsFn",
+    "Guidance",
+    "LossContext",
+    "Metric",
+    "PrepareContext",
+    "Reference",
+    "Sampler",
 )
+
+
+def __getattr__(name: str):
+    if name in _INTERFACES:
+        from protobench import interfaces
+
+        value = getattr(interfaces, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'protobench' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __version__ = "0.1.0"
 
