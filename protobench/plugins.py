@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata as md
 import inspect
 import os
@@ -13,18 +14,53 @@ import pluggy
 
 from protobench import hookspecs
 from protobench.errors import PluginError, UsageError
-from protobench.interfaces import BASES, KINDS
 
 ENTRY_POINT_GROUP = "protobench"
+#: one hook per kind (hookspecs.py), in the order the hooks are declared: "dataset", "conditioner", ...
+KINDS = tuple(n[len("register_"):-1] for n in vars(hookspecs) if n.startswith("register_"))
 
 
 @dataclass(frozen=True)
 class Registered:
     kind: str
     name: str
-    cls: type
+    target: Any  # the class, or "module:qualname" registered with its name, imported on first use
     plugin: str  # entry-point name of the plugin that registered it
     version: str
+
+    @property
+    def cls(self) -> type:
+        if isinstance(self.target, str):
+            module, _, qualname = self.target.partition(":")
+            try:
+                obj: Any = importlib.import_module(module)
+                for part in qualname.split("."):
+                    obj = getattr(obj, part)
+            except Exception as exc:
+                raise PluginError(f"plugin {self.plugin!r} registered {self.kind} {self.name!r} as {self.target!r}, "
+                                  f"which does not import: {type(exc).__name__}: {exc}") from exc
+            check_class(self.kind, obj, self.plugin)
+            if obj.name != self.name:
+                raise PluginError(f"plugin {self.plugin!r} registered {self.target!r} as {self.name!r}, "
+                                  f"but its `name` is {obj.name!r}")
+            object.__setattr__(self, "target", obj)
+        return self.target
+
+    def where(self) -> str:
+        return self.target if isinstance(self.target, str) else f"{self.target.__module__}.{self.target.__name__}"
+
+
+def check_class(kind: str, cls: Any, plugin: str) -> str:
+    """The `name` of a plugin class, after checking that it is one of `kind`'s plugin classes."""
+    from protobench.interfaces import BASES
+
+    base = BASES[kind]
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise PluginError(f"plugin {plugin!r} registered {cls!r} as a {kind}, but it is not a subclass of {base.__name__}")
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not name:
+        raise PluginError(f"plugin {plugin!r} registered a {kind} class {cls.__name__} without a `name`")
+    return name
 
 
 @dataclass
@@ -35,18 +71,19 @@ class Registry:
     #: loaded plugins: name -> version
     loaded: dict[str, str] = field(default_factory=dict)
 
-    def add(self, kind: str, cls: type, plugin: str, version: str) -> None:
-        base = BASES[kind]
-        if not (isinstance(cls, type) and issubclass(cls, base)):
-            raise PluginError(f"plugin {plugin!r} registered {cls!r} as a {kind}, but it is not a subclass of {base.__name__}")
-        name = getattr(cls, "name", None)
-        if not isinstance(name, str) or not name:
-            raise PluginError(f"plugin {plugin!r} registered a {kind} class {cls.__name__} without a `name`")
+    def add(self, kind: str, cls: type | str, plugin: str, version: str, name: str | None = None) -> None:
+        """`cls` is a plugin class, or "module:qualname" with its `name`, so listing plugins imports nothing."""
+        if isinstance(cls, str):
+            if not name or ":" not in cls:
+                raise PluginError(f"plugin {plugin!r} registered {cls!r}: a lazy {kind} is "
+                                  f"register('module:ClassName', name='its-name')")
+        else:
+            name = check_class(kind, cls, plugin)
         existing = self.entries[kind].get(name)
         if existing is not None:
             raise PluginError(
-                f"{kind} {name!r} is registered twice: by plugin {existing.plugin!r} ({existing.cls.__module__}."
-                f"{existing.cls.__name__}) and by plugin {plugin!r} ({cls.__module__}.{cls.__name__}); "
+                f"{kind} {name!r} is registered twice: by plugin {existing.plugin!r} ({existing.where()}) and by "
+                f"plugin {plugin!r} ({Registered(kind, name, cls, plugin, version).where()}); "
                 f"uninstall one or set PROTOBENCH_DISABLE_PLUGINS={plugin}"
             )
         self.entries[kind][name] = Registered(kind, name, cls, plugin, version)
@@ -167,8 +204,8 @@ def load_registry(extra_plugins: dict[str, object] | None = None) -> Registry:
             plugin_name = impl.plugin_name
             version = registry.loaded.get(plugin_name, "unknown")
 
-            def register(cls, _kind=kind, _plugin=plugin_name, _version=version):
-                registry.add(_kind, cls, _plugin, _version)
+            def register(cls, name=None, _kind=kind, _plugin=plugin_name, _version=version):
+                registry.add(_kind, cls, _plugin, _version, name=name)
 
             try:
                 impl.function(register=register)

@@ -1,16 +1,17 @@
 from protobench import hookimpl
 
+#: name -> "module:Class": registered by reference, so that listing plugins imports neither them nor torch
+CONDITIONERS = {
+    "random": "protobench_conditioners.basic:RandomEmbedding",
+    "none": "protobench_conditioners.basic:NoConditioner",
+    "proto-frozen": "protobench_conditioners.prototypes:FrozenPrototypes",
+    "proto-unfrozen": "protobench_conditioners.prototypes:UnfrozenPrototypes",
+    "cbn": "protobench_conditioners.cbn:ConditionalNorm",
+    "aux-classifier": "protobench_conditioners.aux_classifier:AuxClassifierConditioner",
+}
+
 
 @hookimpl
 def register_conditioners(register):
-    from protobench_conditioners.aux_classifier import AuxClassifierConditioner
-    from protobench_conditioners.basic import NoConditioner, RandomEmbedding
-    from protobench_conditioners.cbn import ConditionalNorm
-    from protobench_conditioners.prototypes import FrozenPrototypes, UnfrozenPrototypes
-
-    register(RandomEmbedding)
-    register(NoConditioner)
-    register(FrozenPrototypes)
-    register(UnfrozenPrototypes)
-    register(ConditionalNorm)
-    register(AuxClassifierConditioner)
+    for name, target in CONDITIONERS.items():
+        register(target, name=name)

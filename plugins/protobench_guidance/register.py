@@ -1,11 +1,14 @@
 from protobench import hookimpl
 
+#: name -> "module:Class": registered by reference, so that listing plugins imports neither them nor torch
+GUIDANCES = {
+    "none": "protobench_guidance.basic:NoGuidance",
+    "cfg": "protobench_guidance.basic:ClassifierFreeGuidance",
+    "feature": "protobench_guidance.feature:FeatureGuidance",
+}
+
 
 @hookimpl
 def register_guidances(register):
-    from protobench_guidance.basic import ClassifierFreeGuidance, NoGuidance
-    from protobench_guidance.feature import FeatureGuidance
-
-    register(NoGuidance)
-    register(ClassifierFreeGuidance)
-    register(FeatureGuidance)
+    for name, target in GUIDANCES.items():
+        register(target, name=name)
