@@ -193,8 +193,7 @@ def plugins(as_json: bool) -> None:
     """List installed plugins by kind, and any that failed to load."""
     from rich.table import Table
 
-    from protobench.interfaces import KINDS
-    from protobench.plugins import get_registry
+    from protobench.plugins import KINDS, get_registry
 
     registry = get_registry()
     data = {kind: [{"name": e.name, "plugin": e.plugin, "version": e.version}
