@@ -5,6 +5,10 @@ class-conditioned (10 classes plus a null label), dropout 0.1, AdamW. FLOPs per 
 counted with torch.utils.flop_counter; MFU is that rate against a matmul probe taken in every round.
 
     python -m benchmarks.train [--quick] [--config digits|cifar10|both] [--rounds N]
+    python -m benchmarks.train --device cuda --precision bf16 --config cifar10 --batch 128   # on a GPU
+
+On a GPU, MFU is against the card's dense peak for the precision where the card is known (H100/H200 bf16:
+989 TFLOP/s), else against the matmul probe in that precision.
 
 Needs the `bench` extra (diffusers). The last line on stdout is one JSON object; `ratio` is the smaller of
 the two configurations' MFU ratios (protobench / diffusers).
@@ -82,48 +86,70 @@ def diffusers_net(config: dict):
     return net, eps
 
 
-def make_step(net, eps, batch):
+def make_step(net, eps, batch, precision=None):
+    """One training step (zero_grad, forward, MSE, backward, AdamW) and its forward + backward alone."""
+    from protobench.precision import Precision
+
     x_t, t, labels, noise = batch
+    precision = precision or Precision("fp32", x_t.device)
     optimizer = torch.optim.AdamW(net.parameters(), lr=2e-4, foreach=True)  # the same optimizer for both
     net.train()
 
     def forward_backward():
-        loss = F.mse_loss(eps(x_t, t, labels), noise)
-        loss.backward()
+        with precision.autocast():
+            loss = F.mse_loss(eps(x_t, t, labels).float(), noise)
+        precision.backward(loss)
         return loss
 
     def step():
         optimizer.zero_grad(set_to_none=True)
         forward_backward()
-        optimizer.step()
+        precision.step(optimizer)
 
     return step, forward_backward
 
 
-def make_batch(image_shape, batch: int, seed: int = 0):
+def make_batch(image_shape, batch: int, seed: int = 0, device="cpu"):
     gen = torch.Generator().manual_seed(seed)
     x_t = torch.randn((batch, *image_shape), generator=gen)
     t = torch.randint(0, 1000, (batch,), generator=gen)
     labels = torch.randint(0, NUM_CLASSES, (batch,), generator=gen)
     labels[torch.rand(batch, generator=gen) < 0.1] = -1  # NULL_LABEL: classifier-free guidance's dropout
     noise = torch.randn((batch, *image_shape), generator=gen)
-    return x_t, t, labels, noise
+    return tuple(v.to(device) for v in (x_t, t, labels, noise))
+
+
+#: dense (no sparsity) peak TFLOP/s by card and precision, from the vendors' data sheets
+PEAK_TFLOPS = {"H100": {"bf16": 989, "fp16": 989, "fp32": 67}, "H200": {"bf16": 989, "fp16": 989, "fp32": 67},
+               "A100": {"bf16": 312, "fp16": 312, "fp32": 19.5}}
+
+
+def gpu_peak(precision: str) -> tuple[float | None, str]:
+    name = torch.cuda.get_device_name()
+    for card, peaks in PEAK_TFLOPS.items():
+        if card in name:
+            return peaks[precision] * 1e12, f"{name} dense {precision} peak"
+    return None, name
 
 
 def params_m(net) -> float:
     return sum(p.numel() for p in net.parameters()) / 1e6
 
 
-def bench_config(name: str, rounds: int, quick: bool, batch: int | None) -> dict:
+def bench_config(name: str, rounds: int, quick: bool, batch: int | None, steps: int | None = None,
+                 device: str = "cpu", precision: str = "fp32") -> dict:
+    from protobench.precision import Precision
+
     config = CONFIGS[name]
     batch = batch or config["quick_batch" if quick else "batch"]
-    steps = config["quick_steps" if quick else "steps"]
-    data = make_batch(config["image_shape"], batch)
+    steps = steps or config["quick_steps" if quick else "steps"]
+    data = make_batch(config["image_shape"], batch, device=device)
     nets = {"protobench": protobench_net(config), "diffusers": diffusers_net(config)}
     steps_fns, flops, params = {}, {}, {}
     for who, (net, eps) in nets.items():
         torch.manual_seed(0)
-        step, fwd_bwd = make_step(net, eps, data)
+        net.to(device)
+        step, fwd_bwd = make_step(net, eps, data, Precision(precision, device))
         steps_fns[who] = step
         flops[who] = count_flops(fwd_bwd)
         params[who] = params_m(net)
@@ -132,15 +158,20 @@ def bench_config(name: str, rounds: int, quick: bool, batch: int | None) -> dict
         progress(f"warning: {name}: FLOPs per image differ by more than 10% ({flop_ratio:.3f})")
     progress(f"{name}: batch {batch}, GFLOP/step protobench {flops['protobench'] / 1e9:.1f}, "
              f"diffusers {flops['diffusers'] / 1e9:.1f}")
-    times, probes = alternate(steps_fns, rounds=rounds, steps=steps, probe=matmul_probe)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    peak, against = gpu_peak(precision) if device == "cuda" else (None, "matmul probe")
+    probe_n = 8192 if device == "cuda" else 2048
+    times, probes = alternate(steps_fns, rounds=rounds, steps=steps, device=device,
+                              probe=lambda: matmul_probe(probe_n, dtype=dtype, device=device))
     probe = median(probes)
-    out: dict = {"batch": batch, "rounds": rounds, "steps_per_round": steps, "flop_ratio": round(flop_ratio, 3)}
+    out: dict = {"batch": batch, "rounds": rounds, "steps_per_round": steps, "flop_ratio": round(flop_ratio, 3),
+                 "precision": precision, "mfu_against": against if peak else f"{against}: {dtype} matmul probe"}
     for who in nets:
         sec = median(times[who])
         achieved = flops[who] / sec
         out[who] = {"params_m": round(params[who], 2), "gflop_per_step": round(flops[who] / 1e9, 2),
                     "gflop_per_image": round(flops[who] / batch / 1e9, 3), "images_per_s": round(batch / sec, 1),
-                    "gflops": round(achieved / 1e9, 1), "mfu": round(achieved / probe, 3)}
+                    "gflops": round(achieved / 1e9, 1), "mfu": round(achieved / (peak or probe), 3)}
     out["speed_ratio"] = round(out["protobench"]["images_per_s"] / out["diffusers"]["images_per_s"], 3)
     out["ratio"] = round(out["protobench"]["mfu"] / out["diffusers"]["mfu"], 3)
     out["probe_gflops"] = round(probe / 1e9, 1)
@@ -153,12 +184,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="fewer rounds and steps, smaller CIFAR batch")
     parser.add_argument("--rounds", type=int, default=None, help="alternating rounds (default 5, --quick 3)")
     parser.add_argument("--batch", type=int, default=None, help="batch size for every configuration")
+    parser.add_argument("--steps", type=int, default=None, help="steps per round")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
     args = parser.parse_args(argv)
     one_thread()
     rounds = args.rounds or (3 if args.quick else 5)
     names = ["digits", "cifar10"] if args.config == "both" else [args.config]
-    results = {name: bench_config(name, rounds, args.quick, args.batch) for name in names}
-    emit({"benchmark": "train", "threads": torch.get_num_threads(), "device": "cpu", "configs": results,
+    results = {name: bench_config(name, rounds, args.quick, args.batch, args.steps, args.device, args.precision)
+               for name in names}
+    device = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
+    emit({"benchmark": "train", "threads": torch.get_num_threads(), "device": device, "configs": results,
           "ratio": min(r["ratio"] for r in results.values())})
 
 
