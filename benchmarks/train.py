@@ -165,7 +165,7 @@ def bench_config(name: str, rounds: int, quick: bool, batch: int | None, steps: 
                               probe=lambda: matmul_probe(probe_n, dtype=dtype, device=device))
     probe = median(probes)
     out: dict = {"batch": batch, "rounds": rounds, "steps_per_round": steps, "flop_ratio": round(flop_ratio, 3),
-                 "precision": precision, "mfu_against": against if peak else f"{against}: {dtype} matmul probe"}
+                 "precision": precision, "mfu_against": against if peak else f"{precision} {probe_n}² matmul probe"}
     for who in nets:
         sec = median(times[who])
         achieved = flops[who] / sec
