@@ -109,3 +109,20 @@ def test_sample_from_a_trained_run_then_eval(tmp_path, env):
     scored = cli(["eval", "--samples", str(npz), "--metric", "fid", "--metric", "class-accuracy", "--json", "--quiet"], env)
     assert scored.returncode == 0, scored.stderr
     assert "class-accuracy[digits-evaluator]/3" in json.loads(scored.stdout)["metrics"]
+
+
+@pytest.mark.slow
+def test_intra_fid_sees_labels_that_fid_cannot(tmp_path, env, test_split):
+    """The headline metric: the real test split scores far worse under shuffled labels; FID does not move."""
+    images, labels = test_split
+    shuffled = np.random.default_rng(0).permutation(labels)
+    assert (shuffled != labels).mean() > 0.8
+    scores = {}
+    for name, y in (("true", labels), ("shuffled", shuffled)):
+        np.savez(tmp_path / f"{name}.npz", images=images, labels=y)
+        done = cli(["eval", "--samples", str(tmp_path / f"{name}.npz"), "--dataset", "digits", "--metric", "intra-fid",
+                    "--metric", "fid", "--json", "--quiet"], env)
+        assert done.returncode == 0, done.stderr
+        scores[name] = json.loads(done.stdout)["metrics"]
+    assert scores["shuffled"]["fid[digits-evaluator]"] == pytest.approx(scores["true"]["fid[digits-evaluator]"])
+    assert scores["shuffled"]["intra-fid[digits-evaluator]"] > 5 * scores["true"]["intra-fid[digits-evaluator]"]
