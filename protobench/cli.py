@@ -70,9 +70,13 @@ def run_options(f):
         click.option("--sampler", default=None, help="Sampler plugin (default: ddim)."),
         click.option("--metric", "metrics", multiple=True, help="Metric plugin(s) (default: fid)."),
         click.option("--seed", default=None, help="Seed (default 0)."),
-        click.option("--budget", default=None, help="Training budget in images seen (e.g. 30000 or 30k)."),
-        click.option("--eval-every", default=None, help="Images seen between evaluations."),
-        click.option("--eval-samples", default=None, help="Samples drawn per evaluation."),
+        # the shown defaults are the default dataset's (digits); another dataset's presets replace them
+        click.option("--budget", default="100k", show_default=True,
+                     help="Training budget in images seen (e.g. 30000 or 30k); other datasets preset their own."),
+        click.option("--eval-every", default="25k", show_default=True,
+                     help="Images seen between evaluations; other datasets preset their own."),
+        click.option("--eval-samples", default="500", show_default=True,
+                     help="Samples drawn per evaluation; other datasets preset their own."),
         click.option("--data-root", default=None, help="Folder holding the dataset (or $PROTOBENCH_DATA_ROOT)."),
         click.option("-o", "overrides", multiple=True, metavar="KEY=VALUE",
                      help="Override a config key (lr=1e-4) or plugin option (conditioner.dim=64)."),
@@ -88,7 +92,28 @@ def run_options(f):
     ]
     for option in reversed(options):
         f = option(f)
-    return f
+    return _defaults_not_given(f)
+
+
+#: flags whose --help shows the default dataset's value (tests/test_help.py keeps them equal)
+SHOWN_DEFAULTS = ("budget", "eval_every", "eval_samples")
+
+
+def _defaults_not_given(f):
+    """A flag left at its shown default counts as not given, so a TOML file or -o can still set that key."""
+    import functools
+
+    from click.core import ParameterSource
+
+    @functools.wraps(f)
+    def wrapper(**params: Any):
+        ctx = click.get_current_context()
+        for name in SHOWN_DEFAULTS:
+            if ctx.get_parameter_source(name) is ParameterSource.DEFAULT:
+                params[name] = None
+        return f(**params)
+
+    return wrapper
 
 
 def collect_user(params: dict[str, Any]) -> dict[str, Any]:
