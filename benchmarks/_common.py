@@ -14,36 +14,14 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count  # noqa: E402
 
-aten = torch.ops.aten
+from protobench.flops import count_flops  # noqa: E402,F401 - the one FLOP counter, shared with the run's clock
+
 
 
 def one_thread() -> None:
     """Ratios, not absolute speeds, are what a shared machine can measure: one thread per process."""
     torch.set_num_threads(1)
-
-
-def _sdpa_cpu(query, key, value, *args, out_shape=None, **kwargs) -> int:
-    return sdpa_flop_count(query, key, value)
-
-
-def _sdpa_cpu_backward(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
-    return sdpa_backward_flop_count(grad_out, query, key, value)
-
-
-#: torch's counter knows the CUDA attention kernels only; the CPU one does the same matmuls
-CPU_ATTENTION_FLOPS = {
-    aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu,
-    aten._scaled_dot_product_flash_attention_for_cpu_backward: _sdpa_cpu_backward,
-}
-
-
-def count_flops(fn: Callable[[], object]) -> int:
-    """FLOPs (multiply-add = 2) of whatever `fn` runs: convolutions, matmuls and attention."""
-    with FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION_FLOPS) as counter:
-        fn()
-    return counter.get_total_flops()
 
 
 def matmul_probe(n: int = 2048, reps: int = 3, dtype: torch.dtype = torch.float32, device: str = "cpu") -> float:
