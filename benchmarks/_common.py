@@ -18,7 +18,6 @@ import torch  # noqa: E402
 from protobench.flops import count_flops  # noqa: E402,F401 - the one FLOP counter, shared with the run's clock
 
 
-
 def one_thread() -> None:
     """Ratios, not absolute speeds, are what a shared machine can measure: one thread per process."""
     torch.set_num_threads(1)
