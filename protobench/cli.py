@@ -55,7 +55,7 @@ def out_option(f):
 
 
 def resolve_out(out: Path | None) -> Path:
-    from protobench.engine import default_out
+    from protobench.paths import default_out
 
     return Path(out) if out is not None else default_out()
 

@@ -64,9 +64,10 @@ def evaluate_file(samples: Path, dataset_name: str, metric_names: tuple[str, ...
                   ) -> dict[str, Any]:
     """Score an .npz of samples against a dataset: the record `protobench eval --json` prints."""
     from protobench.config import build_config, build_metrics, parse_overrides
-    from protobench.engine import cache_dir, current_dist, device_info, pick_device
-    from protobench.engine import inception_weights as weights_from_config
+    from protobench.dist import current_dist, device_info, pick_device
     from protobench.interfaces import Reference
+    from protobench.parts import inception_weights as weights_from_config
+    from protobench.paths import cache_dir
     from protobench.plugins import get_registry
 
     registry = get_registry()
@@ -139,7 +140,7 @@ def sample_run(run_id: str, out: Path, class_k: int | None, n: int | None, outpu
     """Draw samples from a run's latest checkpoint (EMA weights) with its own guidance and sampler."""
     import torch
 
-    from protobench.engine import generate, load_trained, save_grid
+    from protobench.generation import generate, load_trained, save_grid
     from protobench.plugins import get_registry
 
     run_dir = out / "runs" / run_id

@@ -2,7 +2,7 @@
 
 `protobench run --gpus N` resolves the config in the parent process, writes it to the run folder and starts
 the DeepSpeed launcher (`deepspeed --num_gpus N`; with `--hostfile`, the hostfile's slots) on this module.
-Each child process runs `engine.Run`, which calls `initialize_engine` to wrap the model in a DeepSpeed engine.
+Each child process runs `engine.Run`, which calls `dist.initialize_engine` to wrap the model in a DeepSpeed engine.
 On a machine without accelerators DeepSpeed's CPU accelerator runs the same path with gloo. The children
 print no progress bars and log to `<run>/launcher.log`; the parent shows one bar, following events.jsonl,
 and returns the record read from the run folder once the launcher exits.
@@ -25,48 +25,8 @@ from typing import Any
 
 from protobench.errors import UsageError
 
-REQUIRED_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-
-
 # ---------------------------------------------------------------------------------------------
 # inside each process
-
-
-def deepspeed_config(cfg, world: int, on_gpu: bool) -> dict[str, Any]:
-    """The DeepSpeed config for a RunConfig: the global batch kept, split evenly over `world` processes."""
-    config: dict[str, Any] = {
-        "train_batch_size": cfg.batch_size,
-        "train_micro_batch_size_per_gpu": cfg.batch_size // world,
-        "gradient_accumulation_steps": 1,
-        "gradient_clipping": float(cfg.grad_clip),  # explicit: DeepSpeed's own default would be 1.0
-        "zero_optimization": {"stage": int(cfg.zero_stage)},
-        "steps_per_print": 2**31 - 1,
-        "wall_clock_breakdown": False,
-    }
-    if on_gpu and cfg.precision == "bf16":
-        config["bf16"] = {"enabled": True}
-    elif on_gpu and cfg.precision == "fp16":
-        config["fp16"] = {"enabled": True}
-    return config
-
-
-def initialize_engine(model, optimizer, cfg, dist):
-    """Wrap `model` and its torch `optimizer` in a DeepSpeed engine (rank 0's weights broadcast to all)."""
-    import deepspeed
-    import torch
-    import torch.distributed as tdist
-    from deepspeed.accelerator import get_accelerator
-
-    if not tdist.is_initialized():
-        missing = [k for k in REQUIRED_ENV if k not in os.environ]
-        if missing:
-            raise UsageError(f"a {dist.world}-process run needs {', '.join(missing)} set (use `protobench run --gpus N`)")
-        deepspeed.init_distributed(dist_backend=get_accelerator().communication_backend_name(), verbose=False)
-    on_gpu = next(model.parameters()).device.type == "cuda" and torch.cuda.is_available()
-    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer,
-                                           config=deepspeed_config(cfg, dist.world, on_gpu),
-                                           dist_init_required=False)
-    return engine
 
 
 def _quiet_deepspeed() -> None:
@@ -176,8 +136,8 @@ def _log_tail(log: Path, lines: int = 15) -> str:
 def launch(cfg, out: Path, show_progress: bool = True, hostfile: Path | None = None,
            progress: Callable[[int, int, float], None] | None = None) -> dict[str, Any]:
     """Run `cfg` on cfg.gpus processes under the DeepSpeed launcher; the run's record once it exits."""
-    from protobench.engine import load_record
     from protobench.io import append_event, atomic_write_json
+    from protobench.records import load_record
 
     out = Path(out)
     if hostfile is not None and not Path(hostfile).is_file():

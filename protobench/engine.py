@@ -9,97 +9,37 @@ to the result it would have reached unstopped.
 from __future__ import annotations
 
 import copy
-import json
 import math
-import os
-import platform
-import shutil
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from protobench.config import RunConfig, build_metrics
+from protobench.checkpoints import (
+    flatten_optimizer,
+    load_latest,
+    prefixed,
+    save_checkpoint,
+    strip,
+    unflatten_optimizer,
+)
+from protobench.config import RunConfig
 from protobench.diffusion import NoiseSchedule
+from protobench.dist import current_dist, device_info, initialize_engine, pick_device
 from protobench.errors import TrainingDiverged, UsageError
+from protobench.generation import generate, save_grid
 from protobench.interfaces import NULL_LABEL, ConditionedNet, LossContext, PrepareContext, Reference
-from protobench.io import append_event, atomic_write_json, read_events
+from protobench.io import append_event, atomic_write_json, copy_file
 from protobench.ledger import Ledger
+from protobench.parts import build_parts, guidance_prepares, inception_weights, prepare_context
+from protobench.paths import cache_dir
 from protobench.plugins import Registry
-
-CACHE_ENV = "PROTOBENCH_CACHE"
-
-
-def default_out() -> Path:
-    return Path(os.environ.get("PROTOBENCH_OUT", "protobench-runs"))
-
-
-def cache_dir(out: Path) -> Path:
-    return Path(os.environ.get(CACHE_ENV, out / "cache"))
-
-
-# ---------------------------------------------------------------------------------------------
-# distributed helpers
-
-
-@dataclass(frozen=True)
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def current_dist() -> Dist:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist()
-    return Dist(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def pick_device(dist: Dist) -> torch.device:
-    if os.environ.get("PROTOBENCH_DEVICE"):
-        return torch.device(os.environ["PROTOBENCH_DEVICE"])
-    if torch.cuda.is_available():
-        return torch.device("cuda", dist.local_rank % torch.cuda.device_count())
-    return torch.device("cpu")
-
-
-def device_info(device: torch.device, count: int) -> dict[str, Any]:
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-    else:
-        name = platform.processor() or platform.machine() or "cpu"
-        try:
-            for line in Path("/proc/cpuinfo").read_text().splitlines():
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-        except OSError:
-            pass
-    return {"type": device.type, "name": name, "count": count}
-
-
-def gather_to_main(tensor: Tensor, dist: Dist) -> Tensor:
-    """Concatenate equally shaped shards from every rank (in rank order) on every rank."""
-    if dist.world == 1:
-        return tensor
-    import torch.distributed as tdist
-
-    parts = [torch.empty_like(tensor) for _ in range(dist.world)]
-    tdist.all_gather(parts, tensor.contiguous())
-    return torch.cat(parts)
-
+from protobench.records import load_record
 
 # ---------------------------------------------------------------------------------------------
 # the model being trained
@@ -141,44 +81,12 @@ class EMA:
         self.updates += 1
         # warm-up so that short runs are not dominated by the initial weights
         decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        for ema_p, p in zip(self.model.parameters(), model.parameters(), strict=True):
-            ema_p.lerp_(p.detach().to(ema_p.dtype), 1 - decay)
-        for ema_b, b in zip(self.model.buffers(), model.buffers(), strict=True):
-            ema_b.copy_(b)
-
-
-# ---------------------------------------------------------------------------------------------
-# checkpoints
-
-
-def _flatten_optimizer(state: dict) -> tuple[dict[str, Tensor], dict]:
-    tensors: dict[str, Tensor] = {}
-    meta: dict[str, Any] = {"param_groups": state["param_groups"], "state": {}}
-    for pid, pstate in state["state"].items():
-        meta["state"][str(pid)] = {}
-        for k, v in pstate.items():
-            if isinstance(v, Tensor):
-                tensors[f"optim.{pid}.{k}"] = v.detach().cpu().contiguous()
-                meta["state"][str(pid)][k] = "__tensor__"
-            else:
-                meta["state"][str(pid)][k] = v
-    return tensors, meta
-
-
-def _unflatten_optimizer(tensors: dict[str, Tensor], meta: dict) -> dict:
-    state = {}
-    for pid, pstate in meta["state"].items():
-        state[int(pid)] = {k: (tensors[f"optim.{pid}.{k}"] if v == "__tensor__" else v) for k, v in pstate.items()}
-    return {"state": state, "param_groups": meta["param_groups"]}
-
-
-def _prefixed(prefix: str, sd: dict[str, Tensor]) -> dict[str, Tensor]:
-    return {f"{prefix}.{k}": v.detach().cpu().contiguous() for k, v in sd.items()}
-
-
-def _strip(prefix: str, tensors: dict[str, Tensor]) -> dict[str, Tensor]:
-    n = len(prefix) + 1
-    return {k[n:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+        ema_params = list(self.model.parameters())
+        params = [p.detach().to(e.dtype) for e, p in zip(ema_params, model.parameters(), strict=True)]
+        torch._foreach_lerp_(ema_params, params, 1 - decay)  # one multi-tensor update
+        ema_buffers = list(self.model.buffers())
+        if ema_buffers:
+            torch._foreach_copy_(ema_buffers, [b.detach() for b in model.buffers()])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -220,31 +128,14 @@ class Run:
 
     # -- building ---------------------------------------------------------------------------
     def build(self) -> None:
-        cfg, reg = self.cfg, self.registry
-        opts = cfg.options
-        self.dataset = reg.build("dataset", cfg.dataset, opts["dataset"], {"data_root": cfg.data_root})
-        self.train_split, self.test_split = self.dataset.load()
-        self.checksum = self.dataset.checksum()
-        ctx = {"num_classes": self.dataset.num_classes, "image_shape": tuple(self.dataset.image_shape),
-               "class_names": tuple(self.dataset.class_names)}
-        self.conditioner = reg.build("conditioner", cfg.conditioner, opts["conditioner"], ctx)
-        self.denoiser = reg.build("denoiser", cfg.denoiser, opts["denoiser"], {**ctx, "cond": self.conditioner.spec})
-        self.guidance = reg.build("guidance", cfg.guidance, opts["guidance"], ctx)
-        self.sampler = reg.build("sampler", cfg.sampler, opts["sampler"], ctx)
-        self.metrics = build_metrics(cfg, reg, ctx)
-        self.schedule = NoiseSchedule(cfg.schedule, cfg.timesteps)
+        build_parts(self.cfg, self.registry, self)
 
     def reference(self) -> Reference:
         return Reference(self.dataset, cache_dir(self.out), self.device, seed=0, show_progress=False,
                          inception_weights=inception_weights(self.cfg))
 
     def prepare_context(self, **extra: Any) -> PrepareContext:
-        return PrepareContext(
-            train=self.train_split, test=self.test_split, num_classes=self.dataset.num_classes,
-            image_shape=tuple(self.dataset.image_shape), dataset_checksum=self.checksum, seed=self.cfg.seed,
-            device=self.device, cache_dir=cache_dir(self.out), show_progress=self.show_progress and self.dist.main,
-            **extra,
-        )
+        return prepare_context(self, self.show_progress and self.dist.main, **extra)
 
     # -- main entry -------------------------------------------------------------------------
     def execute(self) -> dict[str, Any]:
@@ -315,7 +206,7 @@ class Run:
         self.engine = None
         if self.dist.world > 1:
             # DeepSpeed broadcasts rank 0's weights; the EMA is taken after, so it starts equal on every rank
-            self.engine = _deepspeed_engine(model, optimizer, cfg, self.dist)
+            self.engine = initialize_engine(model, optimizer, cfg, self.dist)
             torch.manual_seed(cfg.seed * 1000 + self.dist.rank)  # dropout differs per rank, as its slice does
         self.ema = EMA(model, cfg.ema_decay)
         self.train_gen = torch.Generator().manual_seed(cfg.seed)
@@ -485,7 +376,7 @@ class Run:
                 if acceptance is not None:
                     metrics["acceptance_rate"] = acceptance
                 save_grid(samples, labels, self.dataset.num_classes, self.dir / "samples" / f"{self.images_seen:09d}.png")
-                shutil.copyfile(self.dir / "samples" / f"{self.images_seen:09d}.png", self.dir / "samples.png")
+                copy_file(self.dir / "samples" / f"{self.images_seen:09d}.png", self.dir / "samples.png")
         ev = {"images_seen": self.images_seen, "step": self.step, "device_seconds": self.ledger.snapshot(),
               "metrics": metrics}
         self.evals.append(ev)
@@ -503,42 +394,28 @@ class Run:
             self.engine.save_checkpoint(str(ckpt_dir / "deepspeed"), tag=tag, save_latest=False)
         if not self.dist.main:
             return
-        ckpt_dir.mkdir(exist_ok=True)
         model = self.engine.module if self.engine is not None else self.model
-        tensors = {**_prefixed("model", model.state_dict()), **_prefixed("ema", self.ema.model.state_dict())}
+        tensors = {**prefixed("model", model.state_dict()), **prefixed("ema", self.ema.model.state_dict())}
         opt_meta: dict[str, Any] = {"deepspeed_tag": tag}
         if not self._deepspeed_owns_optimizer():
-            opt_tensors, opt_meta = _flatten_optimizer(self.optimizer.state_dict())
+            opt_tensors, opt_meta = flatten_optimizer(self.optimizer.state_dict())
             tensors.update(opt_tensors)
         tensors["rng.train"] = self.train_gen.get_state()
         tensors["rng.torch"] = torch.get_rng_state()
-        name = f"step-{self.step:08d}.safetensors"
-        tmp = ckpt_dir / f".{name}.tmp"
-        save_file(tensors, str(tmp))
-        os.replace(tmp, ckpt_dir / name)
-        atomic_write_json(ckpt_dir / "latest.json", {
-            "file": name, "step": self.step, "images_seen": self.images_seen, "ledger": self.ledger.snapshot(),
-            "ema_updates": self.ema.updates, "optimizer": opt_meta, "evals": self.evals,
+        name = save_checkpoint(ckpt_dir, self.step, tensors, {
+            "images_seen": self.images_seen, "ledger": self.ledger.snapshot(), "ema_updates": self.ema.updates,
+            "optimizer": opt_meta, "evals": self.evals,
         })
-        for old in sorted(ckpt_dir.glob("step-*.safetensors"))[:-2]:  # keep the last two
-            old.unlink()
-        for old in sorted((ckpt_dir / "deepspeed").glob("step-*"))[:-2]:
-            shutil.rmtree(old, ignore_errors=True)
         self.event("checkpoint", file=name, step=self.step, images_seen=self.images_seen)
 
     def _latest_state(self) -> dict[str, Any] | None:
-        latest = self.dir / "checkpoints" / "latest.json"
-        if not latest.exists():
-            return None
-        meta = json.loads(latest.read_text())
-        meta["tensors"] = load_file(str(self.dir / "checkpoints" / meta["file"]))
-        return meta
+        return load_latest(self.dir / "checkpoints")
 
     def _restore(self, state: dict[str, Any]) -> None:
         tensors = state["tensors"]
         model = self.engine.module if self.engine is not None else self.model
-        model.load_state_dict(_strip("model", tensors))
-        self.ema.model.load_state_dict(_strip("ema", tensors))
+        model.load_state_dict(strip("model", tensors))
+        self.ema.model.load_state_dict(strip("ema", tensors))
         self.ema.updates = state["ema_updates"]
         if "deepspeed_tag" in state["optimizer"]:
             if not self._deepspeed_owns_optimizer():
@@ -546,9 +423,9 @@ class Run:
                                  "resume it with the same --gpus, zero_stage and precision")
             self.engine.load_checkpoint(str(self.dir / "checkpoints" / "deepspeed"), tag=state["optimizer"]["deepspeed_tag"],
                                         load_optimizer_states=True, load_lr_scheduler_states=False)
-            model.load_state_dict(_strip("model", tensors))
+            model.load_state_dict(strip("model", tensors))
         else:
-            self.optimizer.load_state_dict(_unflatten_optimizer(tensors, state["optimizer"]))
+            self.optimizer.load_state_dict(unflatten_optimizer(tensors, state["optimizer"]))
         self.train_gen.set_state(tensors["rng.train"])
         if self.dist.world == 1:
             torch.set_rng_state(tensors["rng.torch"])
@@ -558,192 +435,7 @@ class Run:
         self.evals = list(state["evals"])
 
 
-def guidance_prepares(guidance) -> bool:
-    """Whether a guidance has a `prepare` step of its own (e.g. fitting a classifier on the trained net)."""
-    from protobench.interfaces import Guidance
-
-    return type(guidance).prepare is not Guidance.prepare
-
-
-def load_trained(run_dir: Path, registry: Registry) -> tuple[Run, ConditionedNet, dict[str, Any]]:
-    """A run's parts rebuilt from its config.json, with the EMA weights of its latest checkpoint and its
-    guidance prepared as it was for evaluation: (run, net, latest checkpoint's metadata)."""
-    run_dir = Path(run_dir)
-    cfg = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text())["config"])
-    run = Run(cfg, registry, run_dir.parent.parent, show_progress=False)
-    run.dir = run_dir
-    latest = run_dir / "checkpoints" / "latest.json"
-    if not latest.is_file():
-        raise UsageError(f"run {run_dir.name!r} has no checkpoint yet (missing {latest})")
-    run.build()
-    model = DiffusionModel(run.conditioner, run.denoiser, run.schedule)
-    try:
-        state = run._latest_state()
-        model.load_state_dict(_strip("ema", state["tensors"]))
-    except (OSError, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise UsageError(f"run {run_dir.name!r}: its latest checkpoint does not load: {first}") from None
-    model.to(run.device).eval()
-    net = ConditionedNet(model.conditioner, model.denoiser, run.dataset.num_classes)
-    if guidance_prepares(run.guidance):
-        run.guidance.prepare(run.prepare_context(net=net, schedule=run.schedule))
-    del state["tensors"]
-    return run, net, state
-
-
-def inception_weights(cfg: RunConfig) -> Path | None:
-    """The Inception weights file from the metric option or $PROTOBENCH_INCEPTION_WEIGHTS (None: domain evaluator)."""
-    path = cfg.options.get("metric", {}).get("inception_weights") or os.environ.get("PROTOBENCH_INCEPTION_WEIGHTS")
-    return Path(path) if path else None
-
-
 def _version() -> str:
     from protobench import __version__
 
     return __version__
-
-
-def _deepspeed_engine(model: nn.Module, optimizer, cfg: RunConfig, dist: Dist):
-    from protobench.distributed import initialize_engine
-
-    return initialize_engine(model, optimizer, cfg, dist)
-
-
-# ---------------------------------------------------------------------------------------------
-# sampling
-
-
-def to_uint8(x: Tensor) -> Tensor:
-    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-
-
-@torch.no_grad()
-def _sample_batch(net, guidance, sampler, schedule, labels: Tensor, image_shape, generator, device) -> Tensor:
-    def eps_fn(x_t: Tensor, t: Tensor) -> Tensor:
-        return guidance.eps(net, x_t, t, labels)
-
-    return sampler.sample(eps_fn, schedule, (labels.shape[0], *image_shape), generator).to(device)
-
-
-def generate(net, guidance, sampler, schedule, n: int, num_classes: int, image_shape, seed: int,
-             device: torch.device, dist: Dist = Dist(), batch_size: int = 500, labels: Tensor | None = None,
-             max_rounds: int = 10) -> tuple[Tensor, Tensor, float | None]:
-    """n uint8 samples with balanced labels (i mod C), sharded over ranks, gathered on every rank.
-
-    With rejection sampling (guidance.accept), rejected samples are redrawn (up to `max_rounds`).
-    """
-    if labels is None:
-        labels = torch.arange(n) % num_classes
-    per_rank = math.ceil(n / dist.world)
-    padded = torch.cat([labels, labels[: per_rank * dist.world - n]]) if per_rank * dist.world > n else labels
-    mine = padded[dist.rank * per_rank:(dist.rank + 1) * per_rank].to(device)
-    generator = torch.Generator(device=device if device.type == "cuda" else "cpu").manual_seed(seed * 7919 + dist.rank)
-    out = torch.empty((per_rank, *image_shape), dtype=torch.uint8, device=device)
-    drawn = accepted = 0
-    rejecting = False  # set when the guidance actually judged samples (accept returned a mask)
-    for start in range(0, per_rank, batch_size):
-        want = mine[start:start + batch_size]
-        pending = torch.arange(want.shape[0], device=device)
-        for round_ in range(max_rounds):
-            x0 = _sample_batch(net, guidance, sampler, schedule, want[pending], image_shape, generator, device)
-            keep = guidance.accept(net, x0, want[pending])
-            rejecting = rejecting or keep is not None
-            if keep is None:
-                keep = torch.ones(pending.numel(), dtype=torch.bool, device=device)
-            drawn += pending.numel()
-            accepted += int(keep.sum())
-            # out of rounds: keep the last draw anyway (it was counted as rejected)
-            store = torch.ones_like(keep) if round_ == max_rounds - 1 else keep
-            out[start + pending[store]] = to_uint8(x0[store])
-            pending = pending[~store]
-            if pending.numel() == 0:
-                break
-    samples = gather_to_main(out, dist)[:n].cpu()
-    all_labels = gather_to_main(mine, dist)[:n].cpu()
-    rate = None
-    if rejecting:
-        counts = torch.tensor([float(accepted), float(drawn)], device=device if device.type == "cuda" else "cpu")
-        if dist.world > 1:
-            import torch.distributed as tdist
-
-            tdist.all_reduce(counts)
-        rate = float(counts[0] / counts[1].clamp(min=1))
-    return samples, all_labels, rate
-
-
-def save_grid(samples: Tensor, labels: Tensor, num_classes: int, path: Path, per_class: int = 10) -> None:
-    """A PNG grid, one row per class (up to 10 classes shown)."""
-    from PIL import Image
-
-    rows = []
-    c, h, w = samples.shape[1:]
-    for k in range(min(num_classes, 10)):
-        picks = samples[labels == k][:per_class]
-        if picks.shape[0] < per_class:
-            picks = torch.cat([picks, torch.zeros((per_class - picks.shape[0], c, h, w), dtype=torch.uint8)])
-        rows.append(torch.cat(list(picks), dim=2))
-    grid = torch.cat(rows, dim=1)
-    scale = max(1, 64 // h)
-    grid = grid.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
-    arr = grid.permute(1, 2, 0).numpy()
-    image = Image.fromarray(arr[:, :, 0] if c == 1 else arr)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
-    image.save(tmp)
-    os.replace(tmp, path)
-
-
-# ---------------------------------------------------------------------------------------------
-# the run record
-
-
-def best_of(evals: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The evaluation with the lowest FID (first metric whose key starts with 'fid[')."""
-    candidates = [(k, e) for e in evals for k in e.get("metrics", {}) if k.startswith("fid[")]
-    if not candidates:
-        return None
-    key = candidates[0][0]
-    scored = [e for e in evals if isinstance(e["metrics"].get(key), (int, float)) and math.isfinite(e["metrics"][key])]
-    if not scored:
-        return None
-    best = min(scored, key=lambda e: e["metrics"][key])
-    ds = best["device_seconds"]
-    return {"metric": key, "value": best["metrics"][key], "images_seen": best["images_seen"],
-            "device_hours": (ds["prepare"] + ds["train"]) / 3600.0,
-            "prepare_hours": ds["prepare"] / 3600.0}
-
-
-def load_record(run_dir: Path) -> dict[str, Any]:
-    """The run record, rebuilt from config.json and events.jsonl (so it is right even after kill -9)."""
-    run_dir = Path(run_dir)
-    meta = json.loads((run_dir / "config.json").read_text())
-    events = read_events(run_dir / "events.jsonl")
-    status = "running"
-    error = None
-    evals: list[dict[str, Any]] = []
-    seconds = {"prepare": 0.0, "train": 0.0, "eval": 0.0}
-    prepare_results: dict[str, Any] = {}
-    for ev in events:
-        kind = ev.get("event")
-        if kind == "start":
-            status, error, evals = "running", None, []
-        elif kind == "resume":
-            status, error = "running", None
-            evals = [e for e in evals if e["images_seen"] <= ev["images_seen"]]
-        elif kind == "eval":
-            evals.append({k: ev[k] for k in ("images_seen", "step", "device_seconds", "metrics")})
-            seconds = dict(ev["device_seconds"])
-        elif kind == "prepare":
-            prepare_results.update(ev.get("results") or {})
-            seconds["prepare"] = ev.get("device_seconds", seconds["prepare"])
-        elif kind == "end":
-            status = ev["status"]
-            seconds = dict(ev["device_seconds"])
-        elif kind == "failed":
-            status, error = "failed", ev.get("error")
-    return {
-        "run_id": meta["run_id"], "status": status, "error": error, "config": meta["config"],
-        "config_hash": meta["config_hash"], "combination": meta["combination"], "plugins": meta["plugins"],
-        "dataset_checksum": meta["dataset_checksum"], "device": meta["device"], "device_seconds": seconds,
-        "prepare": prepare_results, "evals": evals, "best": best_of(evals), "path": str(run_dir),
-    }

@@ -30,6 +30,11 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
+def copy_file(src: str | Path, dst: str | Path) -> None:
+    """Copy a file atomically (temp file + rename)."""
+    atomic_write_bytes(dst, Path(src).read_bytes())
+
+
 def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
 

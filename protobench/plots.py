@@ -68,7 +68,7 @@ def plot_samples(run_dir: Path, output: Path, per_class: int = 10) -> None:
     """Sample from the run's last checkpoint (EMA weights, the run's guidance and sampler), one row per class."""
     import torch
 
-    from protobench.engine import generate, load_trained, save_grid
+    from protobench.generation import generate, load_trained, save_grid
     from protobench.plugins import get_registry
 
     run, net, _meta = load_trained(Path(run_dir), get_registry())

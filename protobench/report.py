@@ -203,7 +203,7 @@ def resolve_run(spec: str, out: Path) -> Path:
 
 def load_side(spec: str, out: Path) -> list[dict[str, Any]]:
     """Report rows for a results directory (a sweep), or for one run (folder or id)."""
-    from protobench.engine import load_record
+    from protobench.records import load_record
     from protobench.store import records
 
     path = Path(spec)

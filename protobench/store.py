@@ -66,7 +66,7 @@ def _upsert(conn: sqlite3.Connection, record: dict[str, Any], stamp: str) -> Non
 
 def index_run(out: Path, run_dir: Path) -> dict[str, Any] | None:
     """(Re)index one run folder; returns its record (None if it has no config.json yet)."""
-    from protobench.engine import load_record
+    from protobench.records import load_record
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").exists():
@@ -79,7 +79,7 @@ def index_run(out: Path, run_dir: Path) -> dict[str, Any] | None:
 
 def sync(out: Path) -> None:
     """Bring the index up to date with the run folders: new and changed runs re-read, vanished ones dropped."""
-    from protobench.engine import load_record
+    from protobench.records import load_record
 
     out = Path(out)
     runs = out / "runs"

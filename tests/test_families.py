@@ -17,7 +17,7 @@ from protobench import NULL_LABEL, ConditionedNet, LossContext, PrepareContext
 from protobench.cli import main
 from protobench.config import RunConfig
 from protobench.diffusion import NoiseSchedule
-from protobench.engine import generate
+from protobench.generation import generate
 from protobench.plugins import get_registry
 
 TINY = ["-o", "denoiser.base_channels=8", "-o", "sampler.steps=3", "--eval-samples", "20", "--quiet"]

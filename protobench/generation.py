@@ -1,0 +1,127 @@
+"""Sampling from a trained net: balanced class-conditional samples (sharded over ranks) and PNG grids."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from protobench.checkpoints import load_latest, strip
+from protobench.config import RunConfig
+from protobench.dist import Dist, current_dist, gather_to_main, pick_device
+from protobench.errors import UsageError
+from protobench.interfaces import ConditionedNet
+from protobench.parts import Parts, build_parts, guidance_prepares, prepare_context
+
+
+def to_uint8(x: Tensor) -> Tensor:
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+@torch.no_grad()
+def _sample_batch(net, guidance, sampler, schedule, labels: Tensor, image_shape, generator, device) -> Tensor:
+    def eps_fn(x_t: Tensor, t: Tensor) -> Tensor:
+        return guidance.eps(net, x_t, t, labels)
+
+    return sampler.sample(eps_fn, schedule, (labels.shape[0], *image_shape), generator).to(device)
+
+
+def generate(net, guidance, sampler, schedule, n: int, num_classes: int, image_shape, seed: int,
+             device: torch.device, dist: Dist = Dist(), batch_size: int = 500, labels: Tensor | None = None,
+             max_rounds: int = 10) -> tuple[Tensor, Tensor, float | None]:
+    """n uint8 samples with balanced labels (i mod C), sharded over ranks, gathered on every rank.
+
+    With rejection sampling (guidance.accept), rejected samples are redrawn (up to `max_rounds`).
+    """
+    if labels is None:
+        labels = torch.arange(n) % num_classes
+    per_rank = math.ceil(n / dist.world)
+    padded = torch.cat([labels, labels[: per_rank * dist.world - n]]) if per_rank * dist.world > n else labels
+    mine = padded[dist.rank * per_rank:(dist.rank + 1) * per_rank].to(device)
+    generator = torch.Generator(device=device if device.type == "cuda" else "cpu").manual_seed(seed * 7919 + dist.rank)
+    out = torch.empty((per_rank, *image_shape), dtype=torch.uint8, device=device)
+    drawn = accepted = 0
+    rejecting = False  # set when the guidance actually judged samples (accept returned a mask)
+    for start in range(0, per_rank, batch_size):
+        want = mine[start:start + batch_size]
+        pending = torch.arange(want.shape[0], device=device)
+        for round_ in range(max_rounds):
+            x0 = _sample_batch(net, guidance, sampler, schedule, want[pending], image_shape, generator, device)
+            keep = guidance.accept(net, x0, want[pending])
+            rejecting = rejecting or keep is not None
+            if keep is None:
+                keep = torch.ones(pending.numel(), dtype=torch.bool, device=device)
+            drawn += pending.numel()
+            accepted += int(keep.sum())
+            # out of rounds: keep the last draw anyway (it was counted as rejected)
+            store = torch.ones_like(keep) if round_ == max_rounds - 1 else keep
+            out[start + pending[store]] = to_uint8(x0[store])
+            pending = pending[~store]
+            if pending.numel() == 0:
+                break
+    samples = gather_to_main(out, dist)[:n].cpu()
+    all_labels = gather_to_main(mine, dist)[:n].cpu()
+    rate = None
+    if rejecting:
+        counts = torch.tensor([float(accepted), float(drawn)], device=device if device.type == "cuda" else "cpu")
+        if dist.world > 1:
+            import torch.distributed as tdist
+
+            tdist.all_reduce(counts)
+        rate = float(counts[0] / counts[1].clamp(min=1))
+    return samples, all_labels, rate
+
+
+def save_grid(samples: Tensor, labels: Tensor, num_classes: int, path: Path, per_class: int = 10) -> None:
+    """A PNG grid, one row per class (up to 10 classes shown)."""
+    from PIL import Image
+
+    rows = []
+    c, h, w = samples.shape[1:]
+    for k in range(min(num_classes, 10)):
+        picks = samples[labels == k][:per_class]
+        if picks.shape[0] < per_class:
+            picks = torch.cat([picks, torch.zeros((per_class - picks.shape[0], c, h, w), dtype=torch.uint8)])
+        rows.append(torch.cat(list(picks), dim=2))
+    grid = torch.cat(rows, dim=1)
+    scale = max(1, 64 // h)
+    grid = grid.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
+    arr = grid.permute(1, 2, 0).numpy()
+    image = Image.fromarray(arr[:, :, 0] if c == 1 else arr)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    image.save(tmp)
+    os.replace(tmp, path)
+
+
+def load_trained(run_dir: Path, registry) -> tuple[Parts, ConditionedNet, dict[str, Any]]:
+    """A run's parts rebuilt from its config.json, with the EMA weights of its latest checkpoint and its
+    guidance prepared as it was for evaluation: (parts, net, latest checkpoint's metadata)."""
+    run_dir = Path(run_dir)
+    cfg = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text())["config"])
+    run = Parts(cfg, run_dir.parent.parent, pick_device(current_dist()))
+    run.dir = run_dir
+    latest = run_dir / "checkpoints" / "latest.json"
+    if not latest.is_file():
+        raise UsageError(f"run {run_dir.name!r} has no checkpoint yet (missing {latest})")
+    build_parts(cfg, registry, run)
+    try:
+        state = load_latest(run_dir / "checkpoints")
+        ema = strip("ema", state["tensors"])
+        run.conditioner.load_state_dict(strip("conditioner", ema))
+        run.denoiser.load_state_dict(strip("denoiser", ema))
+    except (OSError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise UsageError(f"run {run_dir.name!r}: its latest checkpoint does not load: {first}") from None
+    run.conditioner.to(run.device).eval()
+    run.denoiser.to(run.device).eval()
+    net = ConditionedNet(run.conditioner, run.denoiser, run.dataset.num_classes)
+    if guidance_prepares(run.guidance):
+        run.guidance.prepare(prepare_context(run, show_progress=False, net=net, schedule=run.schedule))
+    del state["tensors"]
+    return run, net, state
