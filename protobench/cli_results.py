@@ -37,19 +37,25 @@ def add_commands(main: click.Group) -> None:
     @main.command()
     @out_option
     @click.option("--target", type=float, default=None,
-                  help="FID to reach (default: each row's baseline mean best FID; baseline = conditioner random).")
+                  help="Value of the metric to reach (default: each row's baseline mean best; baseline = conditioner random).")
+    @click.option("--metric", default=None,
+                  help="Metric to rank by, a name or a full key (default: each run's primary_metric, else intra-fid, else fid).")
+    @click.option("--clock", type=click.Choice(["device-hours", "images", "flops"]), default="device-hours",
+                  show_default=True, help="Work to count: measured device-hours, or images seen / training FLOPs "
+                                          "(machine-independent). Prepare (Stage I) is charged in each.")
     @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON on stdout.")
-    def report(out: Path | None, target: float | None, as_json: bool) -> None:
-        """Device-hours to best FID per combination: mean ± 95% CI over seeds, speedup vs the baseline."""
-        from protobench.cli import resolve_out
-        from protobench.report import build_rows, print_rows
+    def report(out: Path | None, target: float | None, metric: str | None, clock: str, as_json: bool) -> None:
+        """Work to the best primary metric per combination: mean ± 95% CI over seeds, speed-up vs the baseline."""
+        from protobench.cli import console, resolve_out
+        from protobench.report import build_rows, render_rows
         from protobench.store import records
 
         out = resolve_out(out)
-        rows = build_rows(records(out, status="completed"), target=target)
+        rows = build_rows(records(out, status="completed"), target=target, metric=metric, clock=clock)
         if as_json:
             click.echo(json.dumps(rows, indent=2, default=str))
-        print_rows(rows, title=f"protobench report — {out}")
+        for part in render_rows(rows, title=f"protobench report — {out}"):
+            console().print(part)
 
     @main.command()
     @out_option
@@ -58,15 +64,15 @@ def add_commands(main: click.Group) -> None:
     @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON on stdout.")
     def compare(out: Path | None, a: str, b: str, as_json: bool) -> None:
         """Two runs (ids or folders) or two sweeps (results directories) side by side, B relative to A."""
-        from protobench.cli import resolve_out
-        from protobench.report import compare_sides, load_side, print_comparison
+        from protobench.cli import console, resolve_out
+        from protobench.report import compare_sides, load_side, render_comparison
 
         out = resolve_out(out)
         side_a, side_b = load_side(a, out), load_side(b, out)
         pairs = compare_sides(side_a, side_b)
         if as_json:
             click.echo(json.dumps(pairs, indent=2, default=str))
-        print_comparison(pairs, a, b)
+        console().print(render_comparison(pairs, a, b))
 
     @main.group()
     def plot() -> None:

@@ -45,21 +45,81 @@ def summarize(values: list[float]) -> dict[str, Any]:
     return {"mean": mean, "ci95": ci, "n": n, "olympic": olympic}
 
 
+#: how progress is counted: measured device-hours, or machine-independent work (prepare charged in each)
+CLOCKS = ("device-hours", "images", "flops")
+#: the headline metric when a run names none: the first of these it computed
+PRIMARY_DEFAULTS = ("intra-fid", "fid")
+
+
+def metric_key(record: dict[str, Any], metric: str | None = None) -> str | None:
+    """The key of the metric the report ranks by: `metric` (a name or a full key), else the run's
+    `primary_metric`, else the first of PRIMARY_DEFAULTS it computed."""
+    keys = [k for e in record.get("evals", []) for k in e.get("metrics", {}) if "/" not in k]
+    names = [metric] if metric else [record.get("config", {}).get("primary_metric") or "", *PRIMARY_DEFAULTS]
+    for name in filter(None, names):
+        for k in keys:
+            if k == name or k.startswith(name + "["):
+                return k
+    return None
+
+
 def fid_key(record: dict[str, Any]) -> str | None:
-    best = record.get("best")
-    return best["metric"] if best else None
+    return metric_key(record)
 
 
-def hours_to_target(record: dict[str, Any], target: float) -> float | None:
-    """(prepare + train) device-hours at the first evaluation whose FID is at or below `target`."""
-    key = fid_key(record)
+def higher_is_better(key: str) -> bool:
+    """From the metric plugin (class-accuracy, is, cas, ... go up); lower is better when it cannot tell."""
+    name = key.split("[", 1)[0]
+    try:
+        from protobench.plugins import get_registry
+
+        return bool(getattr(get_registry().get("metric", name).cls, "higher_is_better", False))
+    except Exception:
+        return False
+
+
+def clock_at(ev: dict[str, Any], clock: str = "device-hours", part: str = "total") -> float | None:
+    """Work done up to evaluation `ev` on `clock`: prepare + train (or one `part`); None if not recorded."""
+    if clock == "device-hours":
+        amounts = {k: v / 3600.0 for k, v in ev["device_seconds"].items()}
+    else:
+        amounts = (ev.get("work") or {}).get(clock)
+        if amounts is None:
+            return None
+        if clock == "flops":
+            amounts = {k: v / 1e15 for k, v in amounts.items()}  # PFLOP
+    if part == "total":
+        return amounts.get("prepare", 0.0) + amounts["train"]
+    return amounts.get(part, 0.0)
+
+
+def _good(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def best_point(record: dict[str, Any], key: str, clock: str = "device-hours") -> dict[str, Any] | None:
+    """The run's best evaluation on `key`: its value and the work (clock) spent to reach it."""
+    scored = [e for e in record["evals"] if _good(e["metrics"].get(key))]
+    if not scored:
+        return None
+    sign = -1.0 if higher_is_better(key) else 1.0
+    best = min(scored, key=lambda e: (sign * e["metrics"][key], e["images_seen"]))
+    return {"value": best["metrics"][key], "images_seen": best["images_seen"],
+            "clock": clock_at(best, clock), "prepare": clock_at(best, clock, "prepare"),
+            "device_hours": clock_at(best), "prepare_hours": clock_at(best, "device-hours", "prepare")}
+
+
+def hours_to_target(record: dict[str, Any], target: float, key: str | None = None,
+                    clock: str = "device-hours") -> float | None:
+    """Work (prepare + train; device-hours by default) at the first evaluation that reaches `target`."""
+    key = key or metric_key(record)
     if key is None:
         return None
+    up = higher_is_better(key)
     for ev in sorted(record["evals"], key=lambda e: e["images_seen"]):
         value = ev["metrics"].get(key)
-        if isinstance(value, (int, float)) and math.isfinite(value) and value <= target:
-            ds = ev["device_seconds"]
-            return (ds["prepare"] + ds["train"]) / 3600.0
+        if _good(value) and (value >= target if up else value <= target):
+            return clock_at(ev, clock)
     return None
 
 
@@ -74,34 +134,54 @@ def _baseline_key(record: dict[str, Any]) -> str:
     return json.dumps([cfg, record["device"]["type"]], sort_keys=True, default=str)
 
 
-def build_rows(records: list[dict[str, Any]], target: float | None = None) -> list[dict[str, Any]]:
-    """One row per (combination, device type) over the completed runs that have an FID."""
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+def build_rows(records: list[dict[str, Any]], target: float | None = None, metric: str | None = None,
+               clock: str = "device-hours") -> list[dict[str, Any]]:
+    """One row per (combination, device type, metric key, evaluator) over the completed runs that have the
+    metric. `clock` is what `to_best`, `to_target` and the speed-up count; device-hours are always given."""
+    if clock not in CLOCKS:
+        raise UsageError(f"unknown clock {clock!r}; known clocks: {', '.join(CLOCKS)}")
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    points: dict[int, dict[str, Any]] = {}
     for r in records:
-        if r.get("status") == "completed" and r.get("best"):
-            groups.setdefault((r["combination"], r["device"]["type"]), []).append(r)
+        key = metric_key(r, metric) if r.get("status") == "completed" else None
+        point = best_point(r, key, clock) if key else None
+        if point is None:
+            continue
+        points[id(r)] = point
+        groups.setdefault((r["combination"], r["device"]["type"], key, _evaluator(r)), []).append(r)
     rows: list[dict[str, Any]] = []
-    for (combination, device_type), runs in groups.items():
+    for (combination, device_type, key, evaluator), runs in groups.items():
         runs.sort(key=lambda r: r["config"]["seed"])
         first = runs[0]["config"]
+        best = [points[id(r)] for r in runs]
+        missing = [r["run_id"] for r, p in zip(runs, best, strict=True) if p["clock"] is None]
+        if missing:
+            raise UsageError(f"--clock {clock}: runs {', '.join(missing)} did not record it (older runs); "
+                             "use --clock device-hours")
+        best_stat = summarize([p["value"] for p in best])
         rows.append({
             "combination": combination, **{a: first[a] for a in AXES},
-            "seeds": [r["config"]["seed"] for r in runs], "metric": runs[0]["best"]["metric"],
-            "best_fid": summarize([r["best"]["value"] for r in runs]),
-            "device_hours_to_best": summarize([r["best"]["device_hours"] for r in runs]),
-            "prepare_hours": summarize([r["best"].get("prepare_hours", 0.0) for r in runs]),
+            "seeds": [r["config"]["seed"] for r in runs], "metric": key, "evaluator": evaluator,
+            "higher_is_better": higher_is_better(key),
+            "best": best_stat, "best_fid": best_stat,
+            "device_hours_to_best": summarize([p["device_hours"] for p in best]),
+            "prepare_hours": summarize([p["prepare_hours"] for p in best]),
+            "clock": clock, "clock_unit": clock_unit(clock, device_type),
+            "to_best": summarize([p["clock"] for p in best]), "prepare": summarize([p["prepare"] for p in best]),
+            "images_to_best": summarize([p["images_seen"] for p in best]),
             "device_type": device_type, "unit": hours_label(device_type),
-            "_runs": runs, "_baseline_key": _baseline_key(runs[0]),
+            "_runs": runs, "_baseline_key": (_baseline_key(runs[0]), key, evaluator),
         })
     baselines = {row["_baseline_key"]: row for row in rows if row["conditioner"] == BASELINE}
     for row in rows:
         base = baselines.get(row["_baseline_key"])
         row["baseline"] = base["combination"] if base else None
-        row_target = target if target is not None else (base["best_fid"]["mean"] if base else None)
+        row_target = target if target is not None else (base["best"]["mean"] if base else None)
         row["target"] = row_target
-        row["device_hours_to_target"] = _to_target(row["_runs"], row_target)
-        mine = row["device_hours_to_target"]
-        theirs = _to_target(base["_runs"], row_target) if base else None
+        row["device_hours_to_target"] = _to_target(row["_runs"], row_target, row["metric"])
+        row["to_target"] = _to_target(row["_runs"], row_target, row["metric"], clock)
+        mine = row["to_target"]
+        theirs = _to_target(base["_runs"], row_target, row["metric"], clock) if base else None
         # a speed-up only where every seed of this row reached the target (a mean over the seeds that
         # happened to get there would flatter it); the baseline's seeds that never did are left out,
         # which can only understate the speed-up
@@ -111,8 +191,19 @@ def build_rows(records: list[dict[str, Any]], target: float | None = None) -> li
     for row in rows:
         del row["_runs"], row["_baseline_key"]
     rows.sort(key=lambda r: (r["device_type"], r["dataset"], r["denoiser"], r["guidance"], r["sampler"],
-                             r["conditioner"] != BASELINE, r["conditioner"], r["combination"]))
+                             r["conditioner"] != BASELINE, r["conditioner"] != "none", r["conditioner"],
+                             r["combination"]))
     return rows
+
+
+def _evaluator(record: dict[str, Any]) -> str | None:
+    """The digest of the evaluator(s) its metrics came from; numbers from different ones are never pooled."""
+    found = {e.get("evaluator") for e in record.get("evals", []) if e.get("evaluator")}
+    return ",".join(sorted(found)) or None
+
+
+def clock_unit(clock: str, device_type: str) -> str:
+    return {"device-hours": hours_label(device_type), "images": "images", "flops": "PFLOP"}[clock]
 
 
 def _flat_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -134,10 +225,11 @@ def _label_variants(rows: list[dict[str, Any]]) -> None:
             row["variant"] = " ".join(f"{k}={flat.get(k)}" for k in keys)
 
 
-def _to_target(runs: list[dict[str, Any]], target: float | None) -> dict[str, Any]:
+def _to_target(runs: list[dict[str, Any]], target: float | None, key: str,
+               clock: str = "device-hours") -> dict[str, Any]:
     if target is None:
         return {"mean": None, "ci95": None, "n": 0, "olympic": False, "reached": 0, "of": len(runs)}
-    hours = [h for h in (hours_to_target(r, target) for r in runs) if h is not None]
+    hours = [h for h in (hours_to_target(r, target, key, clock) for r in runs) if h is not None]
     return {**summarize(hours), "reached": len(hours), "of": len(runs)}
 
 
@@ -154,37 +246,51 @@ def fmt_stat(stat: dict[str, Any], digits: int = 3) -> str:
     return text + (" (olympic)" if stat.get("olympic") else "")
 
 
-def print_rows(rows: list[dict[str, Any]], title: str = "protobench report") -> None:
+def fmt_work(stat: dict[str, Any], clock: str) -> str:
+    if clock == "images" and stat.get("mean") is not None:
+        text = f"{stat['mean'] / 1000:,.1f}k"
+        if stat.get("ci95") is not None:
+            text += f" ± {stat['ci95'] / 1000:,.1f}k"
+        return text
+    return fmt_stat(stat, 4)
+
+
+def render_rows(rows: list[dict[str, Any]], title: str = "protobench report") -> list[Any]:
+    """Rich tables (one per device type and metric) and a legend; the CLI prints them."""
     from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
-    from protobench.cli import console
-
-    c = console()
     if not rows:
-        c.print("no completed runs with an FID in this results directory")
-        return
-    for device_type in sorted({r["device_type"] for r in rows}):
-        unit = hours_label(device_type)
-        table = Table(title=f"{title} — {unit} (mean ± 95% CI over seeds)")
+        return [Text("no completed runs with a quality metric in this results directory")]
+    out: list[Any] = []
+    for device_type, key in sorted({(r["device_type"], r["metric"]) for r in rows}):
+        group = [r for r in rows if r["device_type"] == device_type and r["metric"] == key]
+        clock, unit = group[0]["clock"], group[0]["clock_unit"]
+        arrow = "↑" if group[0]["higher_is_better"] else "↓"
+        table = Table(title=f"{title} — {escape(key)} {arrow}, work in {unit} (mean ± 95% CI over seeds)")
         for col in ("dataset", "conditioner", "denoiser / guidance / sampler", "seeds"):
             table.add_column(col)
-        table.add_column(escape(rows[0]["metric"]) + " best", justify="right")
+        table.add_column(escape(key) + " best", justify="right")
         table.add_column(f"{unit} to best", justify="right")
         table.add_column(f"{unit} to target", justify="right")
-        table.add_column("speedup vs random", justify="right")
+        table.add_column("speed-up vs random", justify="right")
         table.add_column(f"prepare {unit}", justify="right")
-        for r in (r for r in rows if r["device_type"] == device_type):
-            tt = r["device_hours_to_target"]
-            to_target = "—" if r["target"] is None else f"{fmt_stat(tt, 4)} [{tt['reached']}/{tt['of']}] @ {r['target']:.2f}"
+        for r in group:
+            tt = r["to_target"]
+            to_target = "—" if r["target"] is None else f"{fmt_work(tt, clock)} [{tt['reached']}/{tt['of']}]"
             speed = "—" if r["speedup_vs_baseline"] is None else f"{r['speedup_vs_baseline']:.2f}×"
             conditioner = r["conditioner"] + (f"\n{escape(r['variant'])}" if r.get("variant") else "")
             table.add_row(r["dataset"], conditioner, f"{r['denoiser']} / {r['guidance']} / {r['sampler']}",
-                          str(len(r["seeds"])), fmt_stat(r["best_fid"], 2), fmt_stat(r["device_hours_to_best"], 4),
-                          to_target, speed, fmt_stat(r["prepare_hours"], 4))
-        c.print(table)
-    c.print(escape("to target: [seeds that reached it/seeds] @ target FID (default: the random baseline's mean best); "
-                   "speedup: baseline hours to target / this row's, shown only when all of this row's seeds reached it"))
+                          str(len(r["seeds"])), fmt_stat(r["best"], 2), fmt_work(r["to_best"], clock),
+                          to_target, speed, fmt_work(r["prepare"], clock))
+        out.append(table)
+        targets = sorted({r["target"] for r in group if r["target"] is not None})
+        at = f" @ {', '.join(f'{t:.2f}' for t in targets)}" if targets else ""
+        out.append(Text(f"to target{at}: [seeds that reached it/seeds]; target: --target, else the random baseline's "
+                        f"mean best. Speed-up: the baseline's {unit} to target / this row's, shown only when every "
+                        "seed of the row reached it. Prepare (e.g. Stage I) is included in every column and shown apart."))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,14 +329,16 @@ def _label(row: dict[str, Any]) -> tuple:
     return tuple(row[a] for a in AXES) + (row["device_type"],)
 
 
-def _mark(a: dict[str, Any], b: dict[str, Any]) -> str:
-    """Lower is better for both FID and hours; overlapping 95% intervals are within noise."""
+def _mark(a: dict[str, Any], b: dict[str, Any], higher_is_better: bool = False) -> str:
+    """Lower is better for hours and most metrics; overlapping 95% intervals are within noise."""
     if a["mean"] is None or b["mean"] is None:
         return "?"
     if a.get("ci95") is not None and b.get("ci95") is not None:
         if abs(a["mean"] - b["mean"]) <= a["ci95"] + b["ci95"]:
             return "within noise"
-    return "better" if b["mean"] < a["mean"] else ("worse" if b["mean"] > a["mean"] else "same")
+    if b["mean"] == a["mean"]:
+        return "same"
+    return "better" if (b["mean"] > a["mean"]) == higher_is_better else "worse"
 
 
 def compare_sides(side_a: list[dict[str, Any]], side_b: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -249,22 +357,28 @@ def compare_sides(side_a: list[dict[str, Any]], side_b: list[dict[str, Any]]) ->
         b = side_b[match]
         if a["device_type"] != b["device_type"]:
             raise UsageError(f"cannot compare {a['unit']} with {b['unit']}: the runs used different device types")
-        entry = {"a": {k: a[k] for k in AXES}, "b": {k: b[k] for k in AXES}, "unit": a["unit"], "metrics": {}}
+        if a["metric"] != b["metric"]:
+            raise UsageError(f"cannot compare {a['metric']} with {b['metric']}: pass --metric to rank both by one")
+        if a.get("evaluator") != b.get("evaluator"):
+            raise UsageError(f"cannot compare {a['metric']} scored by different evaluators "
+                             f"({a.get('evaluator') or 'unrecorded'} vs {b.get('evaluator') or 'unrecorded'})")
+        entry = {"a": {k: a[k] for k in AXES}, "b": {k: b[k] for k in AXES}, "unit": a["unit"], "metric": a["metric"],
+                 "metrics": {}}
         for key in ("best_fid", "device_hours_to_best"):
             sa, sb = a[key], b[key]
             ratio = sb["mean"] / sa["mean"] if sa["mean"] and sb["mean"] is not None else None
-            entry["metrics"][key] = {"a": sa, "b": sb, "ratio": ratio, "mark": _mark(sa, sb)}
+            up = key == "best_fid" and a.get("higher_is_better", False)
+            entry["metrics"][key] = {"a": sa, "b": sb, "ratio": ratio, "mark": _mark(sa, sb, up)}
         pairs.append(entry)
     if not pairs:
         raise UsageError("nothing to compare: no combination appears on both sides")
     return pairs
 
 
-def print_comparison(pairs: list[dict[str, Any]], name_a: str, name_b: str) -> None:
+def render_comparison(pairs: list[dict[str, Any]], name_a: str, name_b: str):
+    """A rich table of the comparison; the CLI prints it."""
     from rich.markup import escape
     from rich.table import Table
-
-    from protobench.cli import console
 
     colour = {"better": "green", "worse": "red", "within noise": "yellow"}
     table = Table(title=f"B = {escape(name_b)} relative to A = {escape(name_a)} (ratio B/A; lower is better)")
@@ -272,10 +386,10 @@ def print_comparison(pairs: list[dict[str, Any]], name_a: str, name_b: str) -> N
         table.add_column(col, justify="right" if col in ("A", "B", "B/A") else "left")
     for p in pairs:
         for key, m in p["metrics"].items():
-            name = "best FID" if key == "best_fid" else f"{p['unit']} to best"
+            name = f"best {p['metric']}" if key == "best_fid" else f"{p['unit']} to best"
             ratio = "—" if m["ratio"] is None else f"{m['ratio']:.3f}"
             mark = m["mark"]
             table.add_row(" / ".join(p["a"].values()), " / ".join(p["b"].values()), name,
                           fmt_stat(m["a"], 4), fmt_stat(m["b"], 4), ratio,
                           f"[{colour.get(mark, 'white')}]{mark}[/]")
-    console().print(table)
+    return table
