@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from protobench.errors import TrainingDiverged, UsageError
+from protobench.errors import Interrupted, TrainingDiverged, UsageError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -26,10 +26,18 @@ def console():
 class ProtobenchGroup(click.Group):
     """Turns errors a user causes into one line and exit code 2; tracebacks only with --debug."""
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            click_usage_error(exc, ctx)
+
     def invoke(self, ctx: click.Context):
         debug = ctx.params.get("debug") or os.environ.get("PROTOBENCH_DEBUG")
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:  # click's own (no such option, bad flag value): one line as well
+            click_usage_error(exc, ctx)
         except UsageError as exc:
             if debug:
                 raise
@@ -40,6 +48,33 @@ class ProtobenchGroup(click.Group):
                 raise
             click.echo(f"error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except KeyboardInterrupt as exc:  # Ctrl-C: one line saying what was kept, not click's bare "Aborted!"
+            if debug:
+                raise
+            click.echo(interrupted_line(exc, ctx), err=True)
+            ctx.exit(130)
+
+
+def click_usage_error(exc: click.UsageError, ctx: click.Context) -> None:
+    """click's usage errors in the house style: `error: ...` on one line, exit 2 (bare `protobench` shows help)."""
+    if isinstance(exc, click.exceptions.NoArgsIsHelpError):
+        raise exc
+    where = (exc.ctx or ctx).command_path
+    message = " ".join(exc.format_message().split())
+    click.echo(f"error: {message} (see '{where} --help')", err=True)
+    ctx.exit(exc.exit_code)
+
+
+def interrupted_line(exc: BaseException, ctx: click.Context) -> str:
+    """What a Ctrl-C kept, and the command that goes on from there."""
+    sub = ctx.invoked_subcommand or ""
+    command = " ".join(["protobench", *sys.argv[1:]]) if sys.argv[1:] else "protobench"
+    if isinstance(exc, Interrupted):
+        kept = (f"saved checkpoint {exc.checkpoint} at {exc.images_seen:,} images" if exc.checkpoint
+                else f"kept the last checkpoint (stopped at {exc.images_seen:,} images)")
+        how = command if sub == "sweep" else f"{command}   (or: protobench run --resume {exc.run_id})"
+        return f"interrupted {exc.run_id}: {kept}; resume with: {how}"
+    return f"interrupted; run the same command again to resume: {command}"
 
 
 @click.group(cls=ProtobenchGroup)
@@ -83,6 +118,9 @@ def run_options(f):
         click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
                      help="TOML file of config keys and [options.<kind>] tables."),
         click.option("--gpus", default=None, help="Data-parallel processes (DeepSpeed; CPU processes with gloo if no GPU)."),
+        click.option("--threads", type=click.IntRange(1, 1024), default=None,
+                     help="CPU threads per process (default: $OMP_NUM_THREADS if set, else 1: on shared cores "
+                          "competing threads stall; run processes side by side instead)."),
         click.option("--hostfile", type=click.Path(path_type=Path), default=None, help="DeepSpeed hostfile for several machines."),
         click.option("--inception-weights", type=click.Path(path_type=Path), default=None,
                      help="torch-fidelity Inception-v3 weights file (or $PROTOBENCH_INCEPTION_WEIGHTS)."),
@@ -138,6 +176,8 @@ def collect_user(params: dict[str, Any]) -> dict[str, Any]:
         user["data_root"] = str(data_root)
     if params.get("inception_weights"):
         user["metric.inception_weights"] = str(params["inception_weights"])
+    if params.get("hostfile") and not Path(params["hostfile"]).is_file():
+        raise UsageError(f"--hostfile {params['hostfile']}: no such file")
     return user
 
 
@@ -146,7 +186,7 @@ def collect_user(params: dict[str, Any]) -> dict[str, Any]:
 @click.option("--resume", "resume_id", default=None, help="Resume run RUN_ID from its last checkpoint.")
 def run(resume_id: str | None, **params: Any) -> None:
     """Train and evaluate one combination."""
-    from protobench.config import RunConfig, build_config
+    from protobench.config import RunConfig, build_config, check_out
     from protobench.plugins import get_registry
 
     registry = get_registry()
@@ -158,7 +198,9 @@ def run(resume_id: str | None, **params: Any) -> None:
         cfg = RunConfig.from_dict(json.loads(cfg_path.read_text())["config"])
     else:
         cfg = build_config(collect_user(params), registry)
-    record = execute(cfg, registry, out, show_progress=not params["quiet"], hostfile=params.get("hostfile"))
+    check_out(out)
+    record = execute(cfg, registry, out, show_progress=not params["quiet"], hostfile=params.get("hostfile"),
+                     threads=params.get("threads"))
     if params["as_json"]:
         click.echo(json.dumps(record, indent=2, default=str))
     print_record(record)
@@ -167,7 +209,7 @@ def run(resume_id: str | None, **params: Any) -> None:
 
 
 def execute(cfg, registry, out: Path, show_progress: bool = True, hostfile: Path | None = None,
-            progress=None) -> dict[str, Any]:
+            progress=None, threads: int | None = None) -> dict[str, Any]:
     """Run one config in this process, or under the DeepSpeed launcher when it asks for several processes.
 
     `progress(images_seen, budget, mse)`, if given, is called as training advances (a sweep's display)."""
@@ -176,7 +218,9 @@ def execute(cfg, registry, out: Path, show_progress: bool = True, hostfile: Path
 
         return launch(cfg, out, show_progress=show_progress, hostfile=hostfile, progress=progress)
     from protobench.engine import Run
+    from protobench.jobs import apply_threads
 
+    apply_threads(threads)
     return Run(cfg, registry, out, show_progress=show_progress, progress=progress).execute()
 
 

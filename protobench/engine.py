@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import copy
 import math
+import os
+import signal
+import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -31,9 +35,16 @@ from protobench.checkpoints import (
 from protobench.config import RunConfig
 from protobench.diffusion import NoiseSchedule
 from protobench.dist import current_dist, device_info, initialize_engine, pick_device
-from protobench.errors import TrainingDiverged, UsageError
+from protobench.errors import Interrupted, TrainingDiverged, UsageError
 from protobench.generation import generate, save_grid
-from protobench.interfaces import NULL_LABEL, ConditionedNet, LossContext, PrepareContext, Reference
+from protobench.interfaces import (
+    NULL_LABEL,
+    ConditionedNet,
+    Conditioner,
+    LossContext,
+    PrepareContext,
+    Reference,
+)
 from protobench.io import append_event, atomic_write_json, copy_file
 from protobench.ledger import Ledger
 from protobench.parts import build_parts, guidance_prepares, inception_weights, prepare_context
@@ -106,6 +117,17 @@ class Run:
         self.dist = current_dist()
         self.device = pick_device(self.dist)
         self._epoch_perm: tuple[int | None, Tensor | None] = (None, None)  # the data order of the current epoch
+        #: seconds of training between checkpoints besides those at evaluations: an interruption loses less
+        self.checkpoint_seconds = float(os.environ.get("PROTOBENCH_CHECKPOINT_SECONDS", CHECKPOINT_SECONDS))
+        #: work in machine-independent units done before training (Stage I, guidance fitting)
+        self.prepare_work = {"images": 0.0, "flops": 0.0}
+        self.flops_per_image = 0.0
+        self._stop = StopRequest()
+
+    def say(self, text: str) -> None:
+        """One line for the person at the terminal (stderr; the main process only)."""
+        if self.dist.main and self.show_progress:
+            print(text, file=sys.stderr, flush=True)
 
     # -- bookkeeping ------------------------------------------------------------------------
     @property
@@ -145,19 +167,25 @@ class Run:
             prior = load_record(self.dir)
             if prior["status"] == "completed":
                 return prior
-        self.dir.mkdir(parents=True, exist_ok=True)
         # the same seed on every rank, so that every process builds the same initial weights
         torch.manual_seed(cfg.seed * 1000)  # dropout etc.; data randomness uses its own generator
         try:
-            self.build()
+            self.build()  # before the run folder exists: an option or --data-root refused writes nothing
+        except UsageError:
+            raise
         except Exception as exc:  # a plugin that cannot be built: recorded as a failed run, so a sweep shows it
+            self.dir.mkdir(parents=True, exist_ok=True)
             self.checksum = getattr(self, "checksum", None)
             self._write_config()
-            self.event("failed", error=str(exc) if isinstance(exc, UsageError) else f"{type(exc).__name__}: {exc}")
+            self.event("failed", error=f"{type(exc).__name__}: {exc}")
             raise
+        self.dir.mkdir(parents=True, exist_ok=True)
         if self.dist.main:
-            for metric in self.metrics:  # the measuring instrument (evaluator, real statistics): cached, not charged
-                metric.prepare(self.reference())
+            # the measuring instrument (evaluator, real statistics): cached, not charged, and drawing no random
+            # numbers from the training stream, so a cold cache and a warm one give the same run
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                for metric in self.metrics:
+                    metric.prepare(self.reference())
         self.ledger = Ledger(devices=self.dist.world)
         self._write_config()
         try:
@@ -165,9 +193,12 @@ class Run:
         except TrainingDiverged as exc:
             self.event("failed", error=str(exc), step=exc.step)
             raise
-        except KeyboardInterrupt:
-            self.event("interrupted", images_seen=getattr(self, "images_seen", 0))
+        except Interrupted as exc:
+            self.event("interrupted", images_seen=exc.images_seen, checkpoint=exc.checkpoint)
             raise
+        except KeyboardInterrupt:
+            self.event("interrupted", images_seen=getattr(self, "images_seen", 0), checkpoint=None)
+            raise Interrupted(self.cfg.run_id(), getattr(self, "images_seen", 0), None) from None
         except UsageError as exc:
             self.event("failed", error=str(exc))
             raise
@@ -194,12 +225,16 @@ class Run:
         if state is None:
             self.event("start", device=device_info(self.device, self.dist.world))
             pctx = self.prepare_context()
+            if type(model.conditioner).prepare is not Conditioner.prepare:
+                self.event("stage", name="prepare (Stage I)" if "proto" in self.cfg.conditioner else "prepare")
+                self.say(f"{self.cfg.conditioner}: prepare (e.g. Stage I) ...")
             with self.ledger.phase("prepare", self._sync):
                 model.conditioner.prepare(pctx)
             self.ledger.add("prepare", pctx.cached_device_seconds)
+            self._add_prepare_work(pctx)
             model.to(self.device)
             self.event("prepare", component="conditioner", device_seconds=self.ledger.device_seconds["prepare"],
-                       results=pctx.results)
+                       results=pctx.results, work=dict(self.prepare_work))
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.optimizer = optimizer
@@ -215,8 +250,54 @@ class Run:
         self.evals: list[dict[str, Any]] = []
         if state is not None:
             self._restore(state)
-            self.event("resume", images_seen=self.images_seen, step=self.step)
+            self.event("resume", images_seen=self.images_seen, step=self.step, checkpoint=state.get("file"))
+            self.say(f"resuming {cfg.run_id()} from its checkpoint at {self.images_seen:,} of {cfg.budget:,} images "
+                     f"(step {self.step})")
+        else:
+            steps = -(-cfg.budget // cfg.batch_size)
+            rounded = "" if steps * cfg.batch_size == cfg.budget else \
+                f" (the budget of {cfg.budget:,} rounded up to whole batches)"
+            where = f"{torch.get_num_threads()} CPU thread(s)" if self.device.type == "cpu" else str(self.device)
+            self.say(f"run {cfg.run_id()}: {steps:,} steps of {cfg.batch_size} = {steps * cfg.batch_size:,} images"
+                     f"{rounded}, evaluated every {cfg.eval_every:,} with {cfg.eval_samples} samples; {where}")
+        self.flops_per_image = self._count_flops_per_image()
         return self._train_loop()
+
+    def _add_prepare_work(self, pctx: PrepareContext) -> None:
+        self.prepare_work["images"] += pctx.work_images
+        self.prepare_work["flops"] += pctx.work_flops
+
+    def _count_flops_per_image(self) -> float:
+        """Training FLOPs (forward + backward) per image, counted once on a small batch of this config."""
+        from protobench.flops import count_flops
+
+        n = 4
+        gen = torch.Generator().manual_seed(0)
+        shape = tuple(self.dataset.image_shape)
+        x0 = torch.randn((n, *shape), generator=gen).to(self.device)
+        labels = torch.arange(n).remainder(self.dataset.num_classes).to(self.device)
+        t = torch.randint(0, self.cfg.timesteps, (n,), generator=gen).to(self.device)
+        noise = torch.randn((n, *shape), generator=gen).to(self.device)
+        model = self.engine.module if self.engine is not None else self.model
+        was_training = model.training
+        model.train()
+
+        def fwd_bwd() -> None:
+            loss, _ = model(x0, labels, t, noise)
+            loss.backward()
+
+        # its own RNG stream (dropout) and no gradients left behind: the run continues as if never counted
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            flops = count_flops(fwd_bwd)
+        for p in model.parameters():
+            p.grad = None
+        model.train(was_training)
+        return flops / n
+
+    def work(self) -> dict[str, dict[str, float]]:
+        """Machine-independent work so far: images through the networks and training FLOPs, prepare apart."""
+        return {"images": {"prepare": self.prepare_work["images"], "train": float(self.images_seen)},
+                "flops": {"prepare": self.prepare_work["flops"], "train": self.images_seen * self.flops_per_image}}
 
     # -- training ---------------------------------------------------------------------------
     def _sync(self) -> None:
@@ -254,18 +335,30 @@ class Run:
         if progress is not None:
             progress.start()
             task = progress.add_task(f"{cfg.conditioner} s{cfg.seed}", total=cfg.budget, completed=self.images_seen)
+        label = f"{cfg.conditioner} s{cfg.seed}"
+        last_checkpoint = time.monotonic()
         try:
-            while self.images_seen < cfg.budget:
-                next_eval = (self.images_seen // cfg.eval_every + 1) * cfg.eval_every
-                with self.ledger.phase("train", self._sync):
-                    while self.images_seen < min(next_eval, cfg.budget):
-                        loss, mse = self._train_step(x_all, y_all, autocast)
+            with self._stop:
+                while self.images_seen < cfg.budget:
+                    next_eval = (self.images_seen // cfg.eval_every + 1) * cfg.eval_every
+                    with self.ledger.phase("train", self._sync):
+                        while self.images_seen < min(next_eval, cfg.budget):
+                            loss, mse = self._train_step(x_all, y_all, autocast)
+                            if progress is not None:
+                                progress.update(task, completed=self.images_seen, description=f"{label} training, loss {mse:.4f}")
+                            if self.progress_callback is not None and self.dist.main:
+                                self.progress_callback(self.images_seen, cfg.budget, mse)
+                            if self.step % cfg.log_every == 0 and self._agree(
+                                    self._stop.requested or time.monotonic() - last_checkpoint > self.checkpoint_seconds):
+                                break  # checkpoint now (by time, or asked to stop)
+                    if self.images_seen >= min(next_eval, cfg.budget):
                         if progress is not None:
-                            progress.update(task, completed=self.images_seen, description=f"{cfg.conditioner} s{cfg.seed} loss {mse:.4f}")
-                        if self.progress_callback is not None and self.dist.main:
-                            self.progress_callback(self.images_seen, cfg.budget, mse)
-                self._evaluate()
-                self._checkpoint()
+                            progress.update(task, description=f"{label} evaluating: sampling {cfg.eval_samples} images")
+                        self._evaluate()
+                    name = self._checkpoint()
+                    last_checkpoint = time.monotonic()
+                    if self._agree(self._stop.requested):
+                        raise Interrupted(cfg.run_id(), self.images_seen, name)
         finally:
             if progress is not None:
                 progress.stop()
@@ -280,6 +373,16 @@ class Run:
         if self.dist.main:
             atomic_write_json(self.dir / "record.json", record)
         return record
+
+    def _agree(self, flag: bool) -> bool:
+        """A decision every rank takes together (a checkpoint is a collective under ZeRO)."""
+        if self.dist.world == 1:
+            return flag
+        import torch.distributed as tdist
+
+        t = torch.tensor([1.0 if flag else 0.0], device=self.device if self.device.type == "cuda" else "cpu")
+        tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
+        return bool(t.item())
 
     def _param_digests(self) -> list[str]:
         """A hash of the trained and EMA weights from every rank, in rank order: data parallel keeps them equal."""
@@ -362,9 +465,12 @@ class Run:
             with self.ledger.phase("prepare", self._sync):
                 self.guidance.prepare(pctx)
             self.ledger.add("prepare", pctx.cached_device_seconds)
+            self._add_prepare_work(pctx)
             self.event("prepare", component="guidance", images_seen=self.images_seen, results=pctx.results,
-                       device_seconds=self.ledger.device_seconds["prepare"])
-        with self.ledger.phase("eval", self._sync):
+                       device_seconds=self.ledger.device_seconds["prepare"], work=dict(self.prepare_work))
+        self.event("stage", name=f"evaluating: sampling {cfg.eval_samples} images", images_seen=self.images_seen)
+        rng = torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else [])
+        with rng, self.ledger.phase("eval", self._sync):
             samples, labels, acceptance = generate(net, self.guidance, self.sampler, self.schedule, cfg.eval_samples,
                                                    self.dataset.num_classes, tuple(self.dataset.image_shape),
                                                    seed=cfg.seed + 12345, device=self.device, dist=self.dist)
@@ -378,7 +484,7 @@ class Run:
                 save_grid(samples, labels, self.dataset.num_classes, self.dir / "samples" / f"{self.images_seen:09d}.png")
                 copy_file(self.dir / "samples" / f"{self.images_seen:09d}.png", self.dir / "samples.png")
         ev = {"images_seen": self.images_seen, "step": self.step, "device_seconds": self.ledger.snapshot(),
-              "metrics": metrics}
+              "work": self.work(), "metrics": metrics}
         self.evals.append(ev)
         self.event("eval", **ev)
 
@@ -387,13 +493,14 @@ class Run:
         """ZeRO or mixed precision: DeepSpeed wraps (and may shard) the optimizer, so it saves its state itself."""
         return self.engine is not None and self.engine.optimizer is not self.optimizer
 
-    def _checkpoint(self) -> None:
+    def _checkpoint(self) -> str | None:
+        """Save the training state (atomic, checksummed); the file's name on the main process."""
         ckpt_dir = self.dir / "checkpoints"
         tag = f"step-{self.step:08d}"
         if self._deepspeed_owns_optimizer():  # a collective: every rank writes its shard
             self.engine.save_checkpoint(str(ckpt_dir / "deepspeed"), tag=tag, save_latest=False)
         if not self.dist.main:
-            return
+            return None
         model = self.engine.module if self.engine is not None else self.model
         tensors = {**prefixed("model", model.state_dict()), **prefixed("ema", self.ema.model.state_dict())}
         opt_meta: dict[str, Any] = {"deepspeed_tag": tag}
@@ -404,9 +511,10 @@ class Run:
         tensors["rng.torch"] = torch.get_rng_state()
         name = save_checkpoint(ckpt_dir, self.step, tensors, {
             "images_seen": self.images_seen, "ledger": self.ledger.snapshot(), "ema_updates": self.ema.updates,
-            "optimizer": opt_meta, "evals": self.evals,
+            "optimizer": opt_meta, "evals": self.evals, "prepare_work": self.prepare_work,
         })
         self.event("checkpoint", file=name, step=self.step, images_seen=self.images_seen)
+        return name
 
     def _latest_state(self) -> dict[str, Any] | None:
         return load_latest(self.dir / "checkpoints")
@@ -433,6 +541,37 @@ class Run:
         self.images_seen = state["images_seen"]
         self.ledger = Ledger(self.dist.world, state["ledger"])
         self.evals = list(state["evals"])
+        self.prepare_work = dict(state.get("prepare_work") or self.prepare_work)
+
+
+#: training seconds between checkpoints (besides one at every evaluation); $PROTOBENCH_CHECKPOINT_SECONDS
+CHECKPOINT_SECONDS = 120.0
+
+
+class StopRequest:
+    """Ctrl-C during training: finish the step (or the evaluation), checkpoint, then stop.
+
+    A second Ctrl-C stops at once (the last checkpoint is kept). Only the main thread can take signals."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("stopping: saving a checkpoint after this step (Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
 
 
 def _version() -> str:

@@ -22,3 +22,13 @@ class TrainingDiverged(RuntimeError):
         super().__init__(f"loss became {loss} at step {step}; run stopped, checkpoints kept")
         self.step = step
         self.loss = loss
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) stopped a run; `checkpoint` names what was saved (None: only earlier checkpoints)."""
+
+    def __init__(self, run_id: str, images_seen: int, checkpoint: str | None):
+        super().__init__(run_id)
+        self.run_id = run_id
+        self.images_seen = images_seen
+        self.checkpoint = checkpoint

@@ -51,10 +51,16 @@ class PrepareContext:
     #: device-seconds of cached work reused here (the run is still charged them)
     cached_device_seconds: float = 0.0
     show_progress: bool = False
+    #: machine-independent work done (or reused) here: images through a network, and their FLOPs
+    work_images: float = 0.0
+    work_flops: float = 0.0
 
-    def charge(self, device_seconds: float) -> None:
-        """Charge device-seconds spent earlier on work this run reuses from the cache."""
+    def charge(self, device_seconds: float = 0.0, images: float = 0.0, flops: float = 0.0) -> None:
+        """Charge work spent earlier and reused from the cache (device-seconds), and the work done here or
+        there in machine-independent units (images, FLOPs): the run's clock counts prepare in every unit."""
         self.cached_device_seconds += float(device_seconds)
+        self.work_images += float(images)
+        self.work_flops += float(flops)
 
 
 @dataclass
