@@ -198,8 +198,8 @@ def build_rows(records: list[dict[str, Any]], target: float | None = None, metri
 
 def _evaluator(record: dict[str, Any]) -> str | None:
     """The digest of the evaluator(s) its metrics came from; numbers from different ones are never pooled."""
-    found = {e.get("evaluator") for e in record.get("evals", []) if e.get("evaluator")}
-    return ",".join(sorted(found)) or None
+    instruments = record.get("instruments") or {}
+    return ",".join(f"{k}={str(v)[:12]}" for k, v in sorted(instruments.items())) or None
 
 
 def clock_unit(clock: str, device_type: str) -> str:
