@@ -16,6 +16,9 @@ def add_commands(main: click.Group) -> None:
 
     @main.command()
     @run_options
+    @click.option("--jobs", type=click.IntRange(1, 256), default=None,
+                  help="Combinations run at once, each in its own process (default: physical cores on a CPU, "
+                       "one per GPU).")
     def sweep(**params: Any) -> None:
         """Run every combination of the axes (comma lists; `-o key=a|b` sweeps an option).
 
@@ -31,6 +34,13 @@ def add_commands(main: click.Group) -> None:
         records = run_sweep(params)
         if params["as_json"]:
             click.echo(json.dumps(records, indent=2, default=str))
+        from protobench.cli import console
+        from protobench.report import build_rows, render_rows
+
+        done = [r for r in records if r.get("status") == "completed"]
+        if done:  # the sweep's own runs, ranked the way `protobench report` ranks them
+            for part in render_rows(build_rows(done), title="protobench sweep"):
+                console().print(part)
         if any(r["status"] != "completed" for r in records):
             sys.exit(1)
 
@@ -51,6 +61,11 @@ def add_commands(main: click.Group) -> None:
         from protobench.store import records
 
         out = resolve_out(out)
+        if no_runs(out):
+            if as_json:
+                click.echo("[]")
+            console().print(f"no runs in {out}")
+            return
         rows = build_rows(records(out, status="completed"), target=target, metric=metric, clock=clock)
         if as_json:
             click.echo(json.dumps(rows, indent=2, default=str))
@@ -88,6 +103,9 @@ def add_commands(main: click.Group) -> None:
         from protobench.store import records
 
         out = resolve_out(out)
+        if no_runs(out):
+            console().print(f"no runs in {out}: nothing to plot")
+            return
         output = output or out / "curves.png"
         plot_curves(records(out), output)
         console().print(f"wrote {output}")
@@ -122,6 +140,19 @@ def add_commands(main: click.Group) -> None:
 
         plot_prototypes(run_dir, output)
         console().print(f"wrote {output}")
+
+
+def no_runs(out: Path) -> bool:
+    """A results folder that holds no run yet: `report` and `plot curves` say so and exit 0.
+    A path that is not a folder is a mistake (exit 2)."""
+    from protobench.config import check_out
+    from protobench.errors import UsageError
+
+    check_out(out, write=False)
+    if not out.is_dir():
+        raise UsageError(f"no results folder {out} (--out, or $PROTOBENCH_OUT)")
+    runs = out / "runs"
+    return not runs.is_dir() or not any(runs.iterdir())
 
 
 def run_sweep(params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -169,6 +200,11 @@ def run_sweep(params: dict[str, Any]) -> list[dict[str, Any]]:
     c.print(f"sweep {sid}: {len(combos)} combinations → {out}")
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=c, transient=True, disable=not show)
+    from protobench.jobs import default_jobs
+
+    processes = min(params.get("jobs") or default_jobs(), len(combos))
+    if processes > 1:
+        return _run_parallel(combos, fixed, registry, out, sid, processes, params, c)
     with progress:
         overall = progress.add_task("sweep", total=len(combos))
         current = progress.add_task("", total=1, visible=False)
@@ -190,7 +226,7 @@ def run_sweep(params: dict[str, Any]) -> list[dict[str, Any]]:
                 run_dir = out / "runs" / cfg.run_id()
                 try:
                     record = execute(cfg, registry, out, show_progress=False, hostfile=params.get("hostfile"),
-                                     progress=on_step)
+                                     progress=on_step, threads=params.get("threads"))
                 except KeyboardInterrupt:
                     store.index_run(out, run_dir)
                     raise
@@ -216,3 +252,95 @@ def run_sweep(params: dict[str, Any]) -> list[dict[str, Any]]:
     failed = sum(r["status"] != "completed" for r in results)
     c.print(f"sweep {sid}: {len(results) - failed} completed, {failed} failed; `protobench report --out {out}`")
     return results
+
+
+def _done_line(record: dict[str, Any], label: str) -> str:
+    from rich.markup import escape
+
+    best = record.get("best")
+    mark = {"completed": "[green]done[/green]", "failed": "[red]failed[/red]"}.get(record["status"], record["status"])
+    line = f"{mark} {escape(label)}"
+    if best:
+        line += f"  best {escape(best['metric'])} {best['value']:.3f}"
+    if record["status"] != "completed" and record.get("error"):
+        line += f"  [red]{escape(str(record['error']))}[/red]"
+    return line
+
+
+def _run_parallel(combos, fixed, registry, out: Path, sid: str, processes: int, params: dict[str, Any], c):
+    """Each combination in its own process, `processes` at a time; finished ones are skipped."""
+    from protobench import store
+    from protobench.config import build_config
+    from protobench.engine import Run
+    from protobench.errors import UsageError
+    from protobench.io import atomic_write_json
+    from protobench.jobs import Job, apply_threads, run_parallel
+    from protobench.records import load_record
+    from protobench.sweep import describe
+
+    show = not params.get("quiet")
+    results: dict[int, dict[str, Any]] = {}
+    todo: list[Job] = []
+    index_of: dict[int, int] = {}
+    instruments: dict[str, Any] = {}
+    for i, combo in enumerate(combos):
+        label = describe(combo)
+        try:
+            cfg = build_config({**fixed, **combo}, registry)
+        except UsageError as exc:
+            results[i] = {"run_id": None, "status": "failed", "error": str(exc), "combination": None,
+                          "config": combo, "evals": [], "best": None}
+            c.print(_done_line(results[i], label))
+            continue
+        run_dir = out / "runs" / cfg.run_id()
+        if (run_dir / "config.json").exists():
+            try:
+                prior = load_record(run_dir)
+            except Exception:  # unreadable: run it again, the run itself says what it finds
+                prior = None
+            if prior is not None and prior["status"] == "completed":
+                results[i] = store.index_run(out, run_dir) or prior
+                c.print(_done_line(results[i], label) + "  (already done)")
+                continue
+        job = Job(label=label, cfg=cfg, run_dir=run_dir)
+        index_of[id(job)] = i
+        todo.append(job)
+        # one copy of each measuring instrument (evaluator, real statistics) before the jobs start, not one each
+        key = json.dumps([cfg.dataset, cfg.options.get("dataset"), cfg.metrics, cfg.options.get("metric"),
+                          cfg.data_root], sort_keys=True, default=str)
+        instruments.setdefault(key, cfg)
+    if todo:
+        apply_threads(params.get("threads"))
+        for cfg in instruments.values():
+            c.print(f"preparing the measuring instruments for {cfg.dataset} ({', '.join(cfg.metrics)}) ...")
+            run = Run(cfg, registry, out, show_progress=show)
+            run.build()
+            run.prepare_instruments()
+        c.print(f"running {len(todo)} combinations, {processes} at a time, "
+                f"{params.get('threads') or 'one'} thread(s) each")
+    manifest_path = out / "sweeps" / f"{sid}.json"
+
+    def on_done(job: Job, rc: int) -> None:
+        record = None
+        try:
+            record = store.index_run(out, job.run_dir)
+        except Exception as exc:  # an unreadable run folder is reported, the sweep goes on
+            record = {"run_id": job.cfg.run_id(), "status": "failed", "error": f"unreadable run: {exc}",
+                      "combination": None, "config": job.cfg.to_dict(), "evals": [], "best": None}
+        if record is None:
+            log = job.run_dir / "job.log"
+            record = {"run_id": job.cfg.run_id(), "status": "failed", "combination": None, "evals": [], "best": None,
+                      "config": job.cfg.to_dict(), "error": f"the job exited with code {rc} before it started; see {log}"}
+        elif record["status"] == "running" and rc != 0:
+            record = {**record, "status": "failed", "error": f"the job exited with code {rc}; see {job.run_dir / 'job.log'}"}
+        results[index_of[id(job)]] = record
+        c.print(_done_line(record, job.label))
+        manifest = [{"combo": combos[i], "run_id": r["run_id"], "status": r["status"], "error": r.get("error")}
+                    for i, r in sorted(results.items())]
+        atomic_write_json(manifest_path, {"sweep_id": sid, "fixed": fixed, "runs": manifest})
+
+    run_parallel(todo, out, processes, params.get("threads"), on_done, show=show, console=c)
+    ordered = [results[i] for i in sorted(results)]
+    failed = sum(r["status"] != "completed" for r in ordered)
+    c.print(f"sweep {sid}: {len(ordered) - failed} completed, {failed} failed; `protobench report --out {out}`")
+    return ordered

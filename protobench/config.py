@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -21,7 +22,9 @@ class RunConfig:
     denoiser: str = "unet"
     guidance: str = "cfg"
     sampler: str = "ddim"
-    metrics: tuple[str, ...] = ("fid",)
+    metrics: tuple[str, ...] = ("intra-fid", "fid", "class-accuracy")
+    #: the headline the report ranks by: intra-class FID sees labels (FID does not); computed in `metrics`
+    primary_metric: str = "intra-fid"
     seed: int = 0
     budget: int = 100_000  # images seen
     eval_every: int = 25_000  # images seen between evaluations (and checkpoints)
@@ -51,6 +54,7 @@ class RunConfig:
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
         d = dict(d)
         d["metrics"] = tuple(d.get("metrics", ("fid",)))
+        d.setdefault("primary_metric", "")  # older runs: the report picks intra-fid, else fid
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
@@ -86,19 +90,17 @@ def parse_size(text: str) -> int:
         value = float(s) * mult
     except ValueError:
         raise UsageError(f"not a number of images: {text!r}") from None
-    if value != int(value) or value < 0:
+    if not math.isfinite(value) or value != int(value) or value < 0:
         raise UsageError(f"not a whole number of images: {text!r}")
     return int(value)
 
 
 def coerce(value: Any, like: Any, key: str) -> Any:
-    """Convert a string (from `-o`) or a TOML value to the type of the default `like`."""
+    """Convert a string (from `-o`) or a TOML value to the type of the default `like`.
+
+    A TOML value of the wrong type (`seed = 1.5`, `lr = [1, 2]`, `budget = true`) is refused, not passed on."""
     if not isinstance(value, str):
-        if isinstance(like, tuple) and isinstance(value, list):
-            return tuple(value)
-        if isinstance(like, float) and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
-        return value
+        return _coerce_typed(value, like, key)
     try:
         if isinstance(like, bool):
             low = value.lower()
@@ -108,7 +110,7 @@ def coerce(value: Any, like: Any, key: str) -> Any:
                 return False
             raise ValueError(value)
         if isinstance(like, int):
-            return parse_size(value) if key in ("budget", "eval_every") else int(value)
+            return parse_size(value) if key in SIZE_KEYS else int(value)
         if isinstance(like, float):
             return float(value)
         if isinstance(like, tuple):
@@ -124,7 +126,57 @@ def coerce(value: Any, like: Any, key: str) -> Any:
             return None if value.lower() in ("none", "null") else value
         return value
     except (ValueError, UsageError):
-        raise UsageError(f"bad value for {key}: {value!r} (expected {type(like).__name__})") from None
+        raise UsageError(f"bad value for {key}: {value!r} (expected {_type_name(like)})") from None
+
+
+#: sizes in images: also written 30k, 1.5M or (in TOML) 3e4
+SIZE_KEYS = ("budget", "eval_every")
+
+
+def _type_name(like: Any) -> str:
+    if isinstance(like, tuple):
+        return f"a list of {_type_name(like[0]) if like else 'values'}"
+    return {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}.get(
+        type(like), type(like).__name__)
+
+
+def _coerce_typed(value: Any, like: Any, key: str) -> Any:
+    """A value that is already typed (TOML, Python callers): check it against the default's type."""
+    def bad() -> UsageError:
+        return UsageError(f"bad value for {key}: {value!r} (expected {_type_name(like)})")
+
+    if like is None:  # no typed default (e.g. data_root, an option without default): any scalar
+        if isinstance(value, dict):
+            raise bad()
+        return tuple(value) if isinstance(value, list) else value
+    if isinstance(like, bool):
+        if not isinstance(value, bool):
+            raise bad()
+        return value
+    if isinstance(like, int):
+        if isinstance(value, bool):
+            raise bad()
+        if isinstance(value, float) and key in SIZE_KEYS and math.isfinite(value) and value == int(value):
+            return int(value)
+        if not isinstance(value, int):
+            raise bad()
+        return value
+    if isinstance(like, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad()
+        return float(value)
+    if isinstance(like, tuple):
+        if isinstance(value, (list, tuple)):
+            inner = like[0] if like else None
+            return tuple(v if inner is None else coerce(v, inner, key) for v in value)
+        if isinstance(value, (dict, bool)):
+            raise bad()
+        return coerce(str(value), like, key)
+    if isinstance(like, str):
+        if not isinstance(value, str):
+            raise bad()
+        return value
+    return value
 
 
 def parse_overrides(pairs: tuple[str, ...] | list[str]) -> dict[str, Any]:
@@ -143,7 +195,11 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise UsageError(f"config file not found: {path}")
     try:
-        return tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path}: not UTF-8 text (byte {exc.start}): a TOML file must be UTF-8") from None
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{path}: not valid TOML: {exc}") from None
 
@@ -205,8 +261,19 @@ def build_config(user: dict[str, Any], registry: Registry) -> RunConfig:
         top[key] = value
     if isinstance(top["metrics"], str):
         top["metrics"] = tuple(m.strip() for m in top["metrics"].split(",") if m.strip())
+    if top["metrics"] == ("none",):
+        top["metrics"] = ()  # asked for explicitly: train without evaluating
+    elif not top["metrics"]:
+        raise UsageError("metrics is empty: name at least one metric (e.g. fid), or metrics=none to train "
+                         "without evaluating")
     for m in top["metrics"]:
         registry.get("metric", m)
+    if top["metrics"] and top["primary_metric"] not in top["metrics"]:
+        if "primary_metric" in user:
+            raise UsageError(f"primary_metric {top['primary_metric']} is not among the metrics computed "
+                             f"({', '.join(top['metrics'])}); add it with --metric {top['primary_metric']}")
+        # the default headline was not asked for: rank by FID if computed, else by the first metric
+        top["primary_metric"] = "fid" if "fid" in top["metrics"] else top["metrics"][0]
     options: dict[str, dict[str, Any]] = {}
     for kind in KINDS:
         if kind == "metric":
@@ -246,19 +313,96 @@ def build_metrics(cfg: RunConfig, registry: Registry, context: dict[str, Any]) -
     return metrics
 
 
+def check_out(out: str | Path, write: bool = True) -> None:
+    """`--out` must be a folder, or a path where one can be made (with `write`, by this user, on a writable
+    disk: tried, then undone). Checked after the config and before anything is written."""
+    import os
+    import tempfile
+
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--out {out}: is a file, not a folder")
+    missing = []
+    ancestor = path
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        missing.append(ancestor)
+        ancestor = ancestor.parent
+    if ancestor.exists() and not ancestor.is_dir():
+        raise UsageError(f"--out {out}: {ancestor} is a file, so no folder can be made below it")
+    if not write:
+        return
+    made: list[Path] = []
+    try:
+        for folder in reversed(missing):
+            folder.mkdir()
+            made.append(folder)
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise PermissionError(13, "Permission denied")
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise UsageError(f"--out {out}: cannot write there: {exc.strerror or exc}") from None
+    finally:
+        for folder in reversed(made):
+            folder.rmdir()
+
+
+#: past this a run would not end: 1e12 images is ~30 years at 1,000 images/s
+MAX_IMAGES = 10**12
+MAX_SEED = 2**32 - 1  # seeds are scaled (seed * 1000, seed * 7919) and must stay inside torch's 64 bits
+
+
 def validate(cfg: RunConfig) -> None:
+    """Refuse a config that cannot run, in one line. Checks run in order, each only once the ones it
+    depends on have passed (batch_size % gpus needs gpus >= 1)."""
+    for f in fields(RunConfig):
+        value = getattr(cfg, f.name)
+        if f.name == "options":
+            ok = isinstance(value, dict) and all(isinstance(v, dict) for v in value.values())
+        elif f.name == "metrics":
+            ok = isinstance(value, tuple) and all(isinstance(m, str) for m in value)
+        elif f.name == "data_root":
+            ok = value is None or isinstance(value, str)
+        else:
+            like = f.default
+            ok = (isinstance(value, type(like)) and not isinstance(value, bool) if isinstance(like, int)
+                  else isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                  if isinstance(like, float) else isinstance(value, type(like)))
+        if not ok:
+            raise UsageError(f"bad value for {f.name}: {value!r}")
+
+    def schedule_ok() -> bool:
+        from protobench.diffusion import make_betas
+
+        betas = make_betas(cfg.schedule, cfg.timesteps)
+        return bool(((betas > 0) & (betas < 1)).all())
+
     checks = [
-        (cfg.budget > 0, "budget must be > 0 images"),
-        (cfg.eval_every > 0, "eval_every must be > 0 images"),
-        (cfg.eval_samples > 0, "eval_samples must be > 0"),
-        (cfg.batch_size > 0, "batch_size must be > 0"),
-        (cfg.gpus >= 1, "gpus must be >= 1"),
-        (cfg.batch_size % cfg.gpus == 0, f"batch_size {cfg.batch_size} must divide evenly over {cfg.gpus} processes"),
-        (0.0 <= cfg.label_dropout < 1.0, "label_dropout must be in [0, 1)"),
-        (cfg.schedule in ("linear", "cosine"), f"schedule must be linear or cosine, got {cfg.schedule!r}"),
-        (cfg.precision in ("fp32", "bf16", "fp16"), f"precision must be fp32, bf16 or fp16, got {cfg.precision!r}"),
-        (0.0 <= cfg.ema_decay < 1.0, "ema_decay must be in [0, 1)"),
+        (lambda: 0 <= cfg.seed <= MAX_SEED, f"seed must be in [0, {MAX_SEED}], got {cfg.seed}"),
+        (lambda: cfg.budget > 0, "budget must be > 0 images"),
+        (lambda: cfg.budget <= MAX_IMAGES, f"budget {cfg.budget:.3g} images would not finish; at most {MAX_IMAGES:.0e}"),
+        (lambda: cfg.eval_every > 0, "eval_every must be > 0 images"),
+        (lambda: cfg.eval_every <= MAX_IMAGES, f"eval_every must be at most {MAX_IMAGES:.0e} images"),
+        (lambda: cfg.eval_samples > 0, "eval_samples must be > 0"),
+        (lambda: cfg.eval_samples <= 10**7, f"eval_samples must be at most 10000000, got {cfg.eval_samples}"),
+        (lambda: cfg.batch_size > 0, "batch_size must be > 0"),
+        (lambda: cfg.batch_size <= 10**6, f"batch_size must be at most 1000000, got {cfg.batch_size}"),
+        (lambda: cfg.log_every > 0, "log_every must be > 0 steps"),
+        (lambda: cfg.gpus >= 1, f"gpus must be >= 1, got {cfg.gpus}"),
+        (lambda: cfg.gpus <= 4096, f"gpus must be at most 4096, got {cfg.gpus}"),
+        (lambda: cfg.batch_size % cfg.gpus == 0,
+         f"batch_size {cfg.batch_size} must divide evenly over {cfg.gpus} processes"),
+        (lambda: cfg.zero_stage in (0, 1, 2, 3), f"zero_stage must be 0, 1, 2 or 3, got {cfg.zero_stage}"),
+        (lambda: cfg.lr > 0, f"lr must be > 0, got {cfg.lr}"),
+        (lambda: cfg.weight_decay >= 0, f"weight_decay must be >= 0, got {cfg.weight_decay}"),
+        (lambda: cfg.grad_clip >= 0, f"grad_clip must be >= 0 (0: no clipping), got {cfg.grad_clip}"),
+        (lambda: 0.0 <= cfg.label_dropout < 1.0, "label_dropout must be in [0, 1)"),
+        (lambda: 0.0 <= cfg.ema_decay < 1.0, "ema_decay must be in [0, 1)"),
+        (lambda: cfg.schedule in ("linear", "cosine"), f"schedule must be linear or cosine, got {cfg.schedule!r}"),
+        (lambda: 1 <= cfg.timesteps <= 10**6, f"timesteps must be in [1, 1000000], got {cfg.timesteps}"),
+        (schedule_ok, f"timesteps={cfg.timesteps} is too few for the {cfg.schedule} schedule: some β_t is not in (0, 1)"),
+        (lambda: cfg.precision in ("fp32", "bf16", "fp16"), f"precision must be fp32, bf16 or fp16, got {cfg.precision!r}"),
     ]
     for ok, message in checks:
-        if not ok:
+        if not ok():
             raise UsageError(message)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from protobench.errors import UsageError
+from protobench.records import PRIMARY_DEFAULTS
 from protobench.units import hours_label
 
 OLYMPIC_MIN_SEEDS = 5
@@ -47,8 +48,6 @@ def summarize(values: list[float]) -> dict[str, Any]:
 
 #: how progress is counted: measured device-hours, or machine-independent work (prepare charged in each)
 CLOCKS = ("device-hours", "images", "flops")
-#: the headline metric when a run names none: the first of these it computed
-PRIMARY_DEFAULTS = ("intra-fid", "fid")
 
 
 def metric_key(record: dict[str, Any], metric: str | None = None) -> str | None:

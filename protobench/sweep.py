@@ -23,7 +23,7 @@ AXES = ("dataset", "conditioner", "denoiser", "guidance", "sampler", "seed")
 #: `protobench sweep` with no axes: the paper's comparison on the embedded dataset
 DEFAULT_SWEEP: dict[str, list[Any]] = {
     "dataset": ["digits"],
-    "conditioner": ["random", "proto-frozen", "proto-unfrozen"],
+    "conditioner": ["none", "random", "proto-frozen", "proto-unfrozen"],
     "seed": [0, 1, 2],
 }
 
