@@ -86,7 +86,7 @@ def clock_at(ev: dict[str, Any], clock: str = "device-hours", part: str = "total
         if amounts is None:
             return None
         if clock == "flops":
-            amounts = {k: v / 1e15 for k, v in amounts.items()}  # PFLOP
+            amounts = {k: v / 1e12 for k, v in amounts.items()}  # TFLOP
     if part == "total":
         return amounts.get("prepare", 0.0) + amounts["train"]
     return amounts.get(part, 0.0)
@@ -202,7 +202,7 @@ def _evaluator(record: dict[str, Any]) -> str | None:
 
 
 def clock_unit(clock: str, device_type: str) -> str:
-    return {"device-hours": hours_label(device_type), "images": "images", "flops": "PFLOP"}[clock]
+    return {"device-hours": hours_label(device_type), "images": "images", "flops": "TFLOP"}[clock]
 
 
 def _flat_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -251,6 +251,9 @@ def fmt_work(stat: dict[str, Any], clock: str) -> str:
         if stat.get("ci95") is not None:
             text += f" ± {stat['ci95'] / 1000:,.1f}k"
         return text
+    if clock == "flops" and stat.get("mean") is not None:
+        text = f"{stat['mean']:.4g}"
+        return text + (f" ± {stat['ci95']:.2g}" if stat.get("ci95") is not None else "")
     return fmt_stat(stat, 4)
 
 
@@ -267,28 +270,29 @@ def render_rows(rows: list[dict[str, Any]], title: str = "protobench report") ->
         group = [r for r in rows if r["device_type"] == device_type and r["metric"] == key]
         clock, unit = group[0]["clock"], group[0]["clock_unit"]
         arrow = "↑" if group[0]["higher_is_better"] else "↓"
-        table = Table(title=f"{title} — {escape(key)} {arrow}, work in {unit} (mean ± 95% CI over seeds)")
-        for col in ("dataset", "conditioner", "denoiser / guidance / sampler", "seeds"):
+        shared = [a for a in AXES if a != "conditioner" and len({r[a] for r in group}) == 1]
+        setting = ", ".join(f"{a} {group[0][a]}" for a in shared)
+        table = Table(title=f"{title}: {escape(key)} {arrow}, {unit} (mean ± 95% CI over seeds)",
+                      caption=escape(setting), title_justify="left", caption_justify="left")
+        varying = [a for a in AXES if a != "conditioner" and a not in shared]
+        for col in (*varying, "conditioner", "seeds"):
             table.add_column(col)
-        table.add_column(escape(key) + " best", justify="right")
-        table.add_column(f"{unit} to best", justify="right")
-        table.add_column(f"{unit} to target", justify="right")
-        table.add_column("speed-up vs random", justify="right")
-        table.add_column(f"prepare {unit}", justify="right")
+        for col in ("best", "to best", "to target", "speed-up", "prepare"):
+            table.add_column(col, justify="right")
         for r in group:
             tt = r["to_target"]
             to_target = "—" if r["target"] is None else f"{fmt_work(tt, clock)} [{tt['reached']}/{tt['of']}]"
             speed = "—" if r["speedup_vs_baseline"] is None else f"{r['speedup_vs_baseline']:.2f}×"
             conditioner = r["conditioner"] + (f"\n{escape(r['variant'])}" if r.get("variant") else "")
-            table.add_row(r["dataset"], conditioner, f"{r['denoiser']} / {r['guidance']} / {r['sampler']}",
-                          str(len(r["seeds"])), fmt_stat(r["best"], 2), fmt_work(r["to_best"], clock),
-                          to_target, speed, fmt_work(r["prepare"], clock))
+            table.add_row(*(str(r[a]) for a in varying), conditioner, str(len(r["seeds"])), fmt_stat(r["best"], 2),
+                          fmt_work(r["to_best"], clock), to_target, speed, fmt_work(r["prepare"], clock))
         out.append(table)
         targets = sorted({r["target"] for r in group if r["target"] is not None})
         at = f" @ {', '.join(f'{t:.2f}' for t in targets)}" if targets else ""
-        out.append(Text(f"to target{at}: [seeds that reached it/seeds]; target: --target, else the random baseline's "
-                        f"mean best. Speed-up: the baseline's {unit} to target / this row's, shown only when every "
-                        "seed of the row reached it. Prepare (e.g. Stage I) is included in every column and shown apart."))
+        out.append(Text(f"best: the best {key} of each seed; to best / to target: {unit} (prepare + train) until then; "
+                        f"target{at} (--target, else the random baseline's mean best), [seeds that reached it/seeds]; "
+                        f"speed-up: the baseline's {unit} to target / the row's, only when all its seeds reached it; "
+                        "prepare (e.g. Stage I) is included in every column and also shown apart."))
     return out
 
 
