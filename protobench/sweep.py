@@ -8,14 +8,13 @@ A sweep TOML holds the run keys of a run TOML plus a `[sweep]` table of lists (`
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 from pathlib import Path
 from typing import Any
 
 from protobench.config import check_key, flatten_toml, read_toml
 from protobench.errors import UsageError
+from protobench.io import json_digest
 
 #: axes a sweep takes as comma lists on the command line
 AXES = ("dataset", "conditioner", "denoiser", "guidance", "sampler", "seed")
@@ -72,8 +71,7 @@ def expand(lists: dict[str, list[Any]]) -> list[dict[str, Any]]:
 
 
 def sweep_id(combos: list[dict[str, Any]], fixed: dict[str, Any]) -> str:
-    blob = json.dumps({"combos": combos, "fixed": fixed}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+    return json_digest({"combos": combos, "fixed": fixed}, 10)
 
 
 def describe(combo: dict[str, Any]) -> str:

@@ -32,7 +32,8 @@ def test_expand_is_the_cartesian_product_with_seed_outermost():
     assert {tuple(sorted(c.items())) for c in combos} == {
         (("conditioner", k), ("lr", lr), ("seed", s)) for k in ("random", "none") for lr in (1, 2) for s in (0, 1)}
     default = expand(DEFAULT_SWEEP)
-    assert len(default) == 9 and {c["conditioner"] for c in default} == {"random", "proto-frozen", "proto-unfrozen"}
+    assert len(default) == 12
+    assert {c["conditioner"] for c in default} == {"none", "random", "proto-frozen", "proto-unfrozen"}
 
 
 def test_sweep_toml(tmp_path):
