@@ -1,5 +1,7 @@
-"""Checkpoints: `<run>/checkpoints/step-XXXXXXXX.safetensors` (weights, optimizer state, generator states) and
-`latest.json` (step, ledger, evaluations so far, optimizer metadata) naming the newest one."""
+"""Checkpoints: `<run>/checkpoints/step-XXXXXXXX.safetensors` (weights, optimizer state, generator states),
+its manifest `step-XXXXXXXX.json` (step, ledger, evaluations so far, optimizer metadata, and the sha256 of
+the tensor file), and `latest.json`, a copy of the newest manifest. Loading checks the checksum and falls
+back to the previous checkpoint when the newest is damaged."""
 
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ from typing import Any
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from protobench.io import atomic_write_json
+from protobench.cache import sha256_file
+from protobench.io import atomic_write_json, check_no_symlinks, warn
 
 KEEP = 2  # checkpoints kept: the newest and the one before it
 
@@ -49,26 +52,81 @@ def strip(prefix: str, tensors: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 def save_checkpoint(ckpt_dir: Path, step: int, tensors: dict[str, Tensor], meta: dict[str, Any]) -> str:
-    """Write the tensors, then latest.json pointing at them; keep the newest KEEP. Returns the file's name."""
+    """Write the tensors, then their manifest `step-XXXXXXXX.json` (metadata + the file's sha256), then
+    latest.json (the same manifest); keep the newest KEEP. Returns the tensor file's name."""
     ckpt_dir = Path(ckpt_dir)
+    check_no_symlinks(ckpt_dir / "latest.json", ckpt_dir.parent)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     name = f"step-{step:08d}.safetensors"
     tmp = ckpt_dir / f".{name}.tmp"
     save_file(tensors, str(tmp))
+    digest = sha256_file(tmp)
     os.replace(tmp, ckpt_dir / name)
-    atomic_write_json(ckpt_dir / "latest.json", {**meta, "file": name, "step": step})
+    manifest = {**meta, "file": name, "step": step, "sha256": digest}
+    atomic_write_json(ckpt_dir / f"step-{step:08d}.json", manifest, within=ckpt_dir.parent)
+    atomic_write_json(ckpt_dir / "latest.json", manifest, within=ckpt_dir.parent)
     for old in sorted(ckpt_dir.glob("step-*.safetensors"))[:-KEEP]:
         old.unlink()
+        old.with_suffix(".json").unlink(missing_ok=True)
     for old in sorted((ckpt_dir / "deepspeed").glob("step-*"))[:-KEEP]:
         shutil.rmtree(old, ignore_errors=True)
     return name
 
 
-def load_latest(ckpt_dir: Path) -> dict[str, Any] | None:
-    """latest.json's metadata with its tensors under "tensors"; None when there is no checkpoint."""
-    latest = Path(ckpt_dir) / "latest.json"
-    if not latest.exists():
-        return None
-    meta = json.loads(latest.read_text())
-    meta["tensors"] = load_file(str(Path(ckpt_dir) / meta["file"]))
+class BadCheckpoint(Exception):
+    """A checkpoint file or manifest that does not check out (the message says why)."""
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BadCheckpoint(f"{path.name} is unreadable ({type(exc).__name__})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("file"), str) or "/" in meta["file"]:
+        raise BadCheckpoint(f"{path.name} does not name a checkpoint file")
     return meta
+
+
+def _load_verified(ckpt_dir: Path, meta: dict[str, Any]) -> dict[str, Tensor]:
+    path = ckpt_dir / meta["file"]
+    if not path.is_file():
+        raise BadCheckpoint(f"{meta['file']} is missing")
+    if "sha256" in meta and sha256_file(path) != meta["sha256"]:  # older checkpoints carry none
+        raise BadCheckpoint(f"{meta['file']} does not match its checksum")
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # safetensors raises its own error type for a damaged header
+        raise BadCheckpoint(f"{meta['file']} does not load ({type(exc).__name__})") from None
+
+
+def load_latest(ckpt_dir: Path, quiet: bool = False) -> dict[str, Any] | None:
+    """The newest checkpoint that checks out: its metadata, with its tensors under "tensors".
+
+    latest.json first, then the manifests of older checkpoints, newest first; each damaged one is named in
+    one line on stderr. None when there is no checkpoint at all, or none that loads (also said)."""
+    ckpt_dir = Path(ckpt_dir)
+    latest = ckpt_dir / "latest.json"
+    manifests = sorted(ckpt_dir.glob("step-*.json"), reverse=True)
+    candidates = ([latest] if latest.exists() else []) + manifests
+    if not candidates:
+        return None
+    tried: set[str] = set()
+    failed = False
+    for path in candidates:
+        try:
+            meta = _read_manifest(path)
+            if meta["file"] in tried:
+                continue
+            tried.add(meta["file"])
+            meta["tensors"] = _load_verified(ckpt_dir, meta)
+        except BadCheckpoint as exc:
+            failed = True
+            if not quiet:
+                warn(f"damaged checkpoint in {ckpt_dir}: {exc}; trying the one before")
+            continue
+        if failed and not quiet:
+            warn(f"using checkpoint {meta['file']} (step {meta.get('step')}) instead")
+        return meta
+    if not quiet:
+        warn(f"no checkpoint in {ckpt_dir} loads")
+    return None

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from protobench.config import RunConfig
 from protobench.dist import Dist, current_dist, gather_to_main, pick_device
 from protobench.errors import UsageError
 from protobench.interfaces import ConditionedNet
+from protobench.io import atomic_write_bytes
 from protobench.parts import Parts, build_parts, guidance_prepares, prepare_context
 
 
@@ -93,10 +94,9 @@ def save_grid(samples: Tensor, labels: Tensor, num_classes: int, path: Path, per
     grid = grid.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
     arr = grid.permute(1, 2, 0).numpy()
     image = Image.fromarray(arr[:, :, 0] if c == 1 else arr)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
-    image.save(tmp)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    atomic_write_bytes(path, buffer.getvalue())  # refuses a symbolic link at the file or its folder
 
 
 def load_trained(run_dir: Path, registry) -> tuple[Parts, ConditionedNet, dict[str, Any]]:
@@ -106,12 +106,14 @@ def load_trained(run_dir: Path, registry) -> tuple[Parts, ConditionedNet, dict[s
     cfg = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text())["config"])
     run = Parts(cfg, run_dir.parent.parent, pick_device(current_dist()))
     run.dir = run_dir
-    latest = run_dir / "checkpoints" / "latest.json"
-    if not latest.is_file():
-        raise UsageError(f"run {run_dir.name!r} has no checkpoint yet (missing {latest})")
+    ckpt_dir = run_dir / "checkpoints"
+    if not (ckpt_dir / "latest.json").is_file() and not list(ckpt_dir.glob("step-*.json")):
+        raise UsageError(f"run {run_dir.name!r} has no checkpoint yet (missing {ckpt_dir / 'latest.json'})")
     build_parts(cfg, registry, run)
+    state = load_latest(ckpt_dir)  # a damaged newest checkpoint is named, and the one before it used
+    if state is None:
+        raise UsageError(f"run {run_dir.name!r}: none of its checkpoints loads (see the lines above)")
     try:
-        state = load_latest(run_dir / "checkpoints")
         ema = strip("ema", state["tensors"])
         run.conditioner.load_state_dict(strip("conditioner", ema))
         run.denoiser.load_state_dict(strip("denoiser", ema))

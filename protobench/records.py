@@ -10,15 +10,19 @@ import math
 from pathlib import Path
 from typing import Any
 
-from protobench.io import read_events
+from protobench.io import scan_events
+
+#: the headline when a run names none: the first of these it computed (lower is better for each)
+PRIMARY_DEFAULTS = ("intra-fid", "fid")
 
 
-def best_of(evals: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The evaluation with the lowest FID (first metric whose key starts with 'fid[')."""
-    candidates = [(k, e) for e in evals for k in e.get("metrics", {}) if k.startswith("fid[")]
-    if not candidates:
+def best_of(evals: list[dict[str, Any]], primary: str | None = None) -> dict[str, Any] | None:
+    """The evaluation with the lowest primary metric (`primary`, else intra-fid, else fid)."""
+    keys = [k for e in evals for k in e.get("metrics", {}) if "/" not in k]
+    key = next((k for name in filter(None, (primary, *PRIMARY_DEFAULTS)) for k in keys
+                if k == name or k.startswith(name + "[")), None)
+    if key is None:
         return None
-    key = candidates[0][0]
     scored = [e for e in evals if isinstance(e["metrics"].get(key), (int, float)) and math.isfinite(e["metrics"][key])]
     if not scored:
         return None
@@ -29,37 +33,160 @@ def best_of(evals: list[dict[str, Any]]) -> dict[str, Any] | None:
             "prepare_hours": ds["prepare"] / 3600.0}
 
 
+class UnreadableRun(ValueError):
+    """A run folder whose record cannot be built: which file, and why."""
+
+    def __init__(self, run_dir: Path, file: str, reason: str):
+        super().__init__(f"{Path(run_dir) / file}: {reason}")
+        self.run_dir, self.file, self.reason = Path(run_dir), file, reason
+
+
+CONFIG_KEYS = ("run_id", "config", "config_hash", "combination", "plugins", "dataset_checksum", "device")
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    """config.json of a run, or UnreadableRun saying what is wrong with it."""
+    path = Path(run_dir) / "config.json"
+    try:
+        meta = json.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise UnreadableRun(run_dir, "config.json", "missing") from None
+    except UnicodeDecodeError as exc:
+        raise UnreadableRun(run_dir, "config.json", f"not UTF-8 (byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise UnreadableRun(run_dir, "config.json", f"not JSON ({exc.msg} at line {exc.lineno}; truncated?)") from None
+    except OSError as exc:
+        raise UnreadableRun(run_dir, "config.json", exc.strerror or type(exc).__name__) from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+        raise UnreadableRun(run_dir, "config.json", "not a run's config (no 'config' object)")
+    missing = [k for k in CONFIG_KEYS if k not in meta]
+    if missing:
+        raise UnreadableRun(run_dir, "config.json", f"lacks {', '.join(missing)}")
+    return meta
+
+
+def _replay(events: list[dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:
+    state: dict[str, Any] = {"status": "running", "error": None, "evals": [], "instruments": {},
+                             "seconds": {"prepare": 0.0, "train": 0.0, "eval": 0.0}, "prepare": {}}
+    problems: list[str] = []
+    for number, ev in enumerate(events, 1):
+        try:
+            _apply(state, ev)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            problems.append(f"event {number} ({ev.get('event') if isinstance(ev, dict) else ev!r}) is malformed "
+                            f"({type(exc).__name__}: {exc})")
+    return state, problems
+
+
+def _apply(state: dict[str, Any], ev: dict[str, Any]) -> None:
+    kind = ev.get("event")
+    if kind == "start":
+        state.update(status="running", error=None, evals=[])
+    elif kind == "resume":
+        state.update(status="running", error=None)
+        state["evals"] = [e for e in state["evals"] if e["images_seen"] <= ev["images_seen"]]
+    elif kind == "eval":
+        entry = {k: ev[k] for k in ("images_seen", "step", "device_seconds", "metrics")}
+        if ev.get("instruments"):
+            entry["instruments"] = dict(ev["instruments"])
+        if ev.get("work"):  # machine-independent work: images and FLOPs, prepare apart (report --clock)
+            entry["work"] = ev["work"]
+        state["evals"].append(entry)
+        state["seconds"] = dict(ev["device_seconds"])
+    elif kind == "prepare":
+        state["prepare"].update(ev.get("results") or {})
+        state["seconds"]["prepare"] = ev.get("device_seconds", state["seconds"]["prepare"])
+        if ev.get("instruments"):
+            state["instruments"].update(ev["instruments"])
+    elif kind == "end":
+        state["status"] = ev["status"]
+        state["seconds"] = dict(ev["device_seconds"])
+    elif kind == "failed":
+        state.update(status="failed", error=ev.get("error"))
+
+
 def load_record(run_dir: Path) -> dict[str, Any]:
-    """The run record, rebuilt from config.json and events.jsonl (so it is right even after kill -9)."""
+    """The run record, rebuilt from config.json and events.jsonl (so it is right even after kill -9).
+
+    Raises UnreadableRun when config.json cannot be read; damaged lines of events.jsonl are skipped and
+    listed under "problems"."""
     run_dir = Path(run_dir)
-    meta = json.loads((run_dir / "config.json").read_text())
-    events = read_events(run_dir / "events.jsonl")
-    status = "running"
-    error = None
-    evals: list[dict[str, Any]] = []
-    seconds = {"prepare": 0.0, "train": 0.0, "eval": 0.0}
-    prepare_results: dict[str, Any] = {}
-    for ev in events:
-        kind = ev.get("event")
-        if kind == "start":
-            status, error, evals = "running", None, []
-        elif kind == "resume":
-            status, error = "running", None
-            evals = [e for e in evals if e["images_seen"] <= ev["images_seen"]]
-        elif kind == "eval":
-            evals.append({k: ev[k] for k in ("images_seen", "step", "device_seconds", "metrics")})
-            seconds = dict(ev["device_seconds"])
-        elif kind == "prepare":
-            prepare_results.update(ev.get("results") or {})
-            seconds["prepare"] = ev.get("device_seconds", seconds["prepare"])
-        elif kind == "end":
-            status = ev["status"]
-            seconds = dict(ev["device_seconds"])
-        elif kind == "failed":
-            status, error = "failed", ev.get("error")
-    return {
-        "run_id": meta["run_id"], "status": status, "error": error, "config": meta["config"],
+    meta = read_config(run_dir)
+    try:
+        events, problems = scan_events(run_dir / "events.jsonl")
+    except OSError as exc:
+        raise UnreadableRun(run_dir, "events.jsonl", exc.strerror or type(exc).__name__) from None
+    state, malformed = _replay(events)
+    instruments = dict(meta.get("instruments") or {})
+    instruments.update(state["instruments"])
+    for ev in state["evals"]:
+        instruments.update(ev.get("instruments", {}))
+    record = {
+        "run_id": meta["run_id"], "status": state["status"], "error": state["error"], "config": meta["config"],
         "config_hash": meta["config_hash"], "combination": meta["combination"], "plugins": meta["plugins"],
-        "dataset_checksum": meta["dataset_checksum"], "device": meta["device"], "device_seconds": seconds,
-        "prepare": prepare_results, "evals": evals, "best": best_of(evals), "path": str(run_dir),
+        "dataset_checksum": meta["dataset_checksum"], "device": meta["device"], "device_seconds": state["seconds"],
+        "prepare": state["prepare"], "evals": state["evals"], "best": best_of(state["evals"], meta["config"].get("primary_metric")), "path": str(run_dir),
     }
+    if instruments:
+        record["instruments"] = instruments
+    if problems or malformed:
+        record["problems"] = [{"file": "events.jsonl", "reason": r} for r in problems + malformed]
+    return record
+
+
+def run_folders(out: Path) -> list[Path]:
+    """Every folder under <out>/runs that looks like a run (has a config.json or events.jsonl)."""
+    runs = Path(out) / "runs"
+    if not runs.is_dir():
+        return []
+    return [p for p in sorted(runs.iterdir())
+            if p.is_dir() and not p.name.startswith(".") and ((p / "config.json").exists() or (p / "events.jsonl").exists())]
+
+
+def unreadable_runs(out: Path) -> list[dict[str, Any]]:
+    """The runs under <out> that `report` cannot show in full, one entry per damaged file:
+    {"run_id", "path", "file", "reason", "readable"}; readable is False when the run is left out entirely."""
+    found: list[dict[str, Any]] = []
+    for folder in run_folders(out):
+        try:
+            record = load_record(folder)
+        except UnreadableRun as exc:
+            found.append({"run_id": folder.name, "path": str(folder), "file": exc.file, "reason": exc.reason,
+                          "readable": False})
+            continue
+        for problem in record.get("problems", []):
+            found.append({"run_id": folder.name, "path": str(folder), **problem, "readable": True})
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# the measuring instruments: numbers scored by different evaluators are never pooled
+
+
+def evaluator_digests(record: dict[str, Any]) -> dict[str, set[str]]:
+    """{extractor label: the weight digests (sha256) of the instruments the record's numbers were scored
+    with}. Empty for records written before digests were stored."""
+    digests: dict[str, set[str]] = {}
+    for label, digest in (record.get("instruments") or {}).items():
+        digests.setdefault(label, set()).add(digest)
+    for ev in record.get("evals", []):
+        for label, digest in (ev.get("instruments") or {}).items():
+            digests.setdefault(label, set()).add(digest)
+    return digests
+
+
+def instrument_conflict(records: list[dict[str, Any]]) -> str | None:
+    """One line saying why these records' numbers cannot be pooled or compared (different weights behind
+    the same extractor label), or None when they can."""
+    seen: dict[str, dict[str, list[str]]] = {}
+    for record in records:
+        for label, digests in evaluator_digests(record).items():
+            for digest in digests:
+                seen.setdefault(label, {}).setdefault(digest, []).append(record["run_id"])
+    for label, by_digest in sorted(seen.items()):
+        if len(by_digest) > 1:
+            parts = ", ".join(f"{d[:12]} ({len(runs)} run{'s' if len(runs) > 1 else ''}, e.g. {runs[0]})"
+                              for d, runs in sorted(by_digest.items()))
+            return (f"these runs were scored by different {label} weights ({parts}); "
+                    f"their numbers are not comparable: rescore them with one evaluator")
+    return None

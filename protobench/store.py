@@ -1,21 +1,28 @@
 """The results store: the run folders (`<out>/runs/<run_id>/`) are the truth; `<out>/index.sqlite` (WAL) indexes
 them for `report` and `compare`. The index is refreshed from the folders whenever it is read, so runs made by
-`protobench run`, by a sweep or copied in by hand all appear, and deleting the file loses nothing."""
+`protobench run`, by a sweep or copied in by hand all appear, and deleting the file loses nothing.
+
+The index is never trusted over the folders: a damaged index (not a database, truncated, another schema) is
+rebuilt from them, and a row whose stored record does not match its digest is re-read from its folder."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+from protobench.io import warn
+from protobench.records import load_record
+
 INDEX_NAME = "index.sqlite"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY,
-    stamp TEXT NOT NULL,            -- size and mtime of config.json + events.jsonl when indexed
+    stamp TEXT NOT NULL,            -- size and mtime of config.json + events.jsonl when indexed, and the row's digest
     status TEXT NOT NULL,
     combination TEXT NOT NULL,
     config_hash TEXT NOT NULL,
@@ -28,6 +35,9 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE INDEX IF NOT EXISTS runs_combination ON runs (combination);
 """
+COLUMNS = ("run_id", "stamp", "status", "combination", "config_hash", "dataset", "conditioner", "denoiser",
+           "guidance", "sampler", "seed", "device_type", "device_count", "best_value", "device_hours_to_best",
+           "error", "record")
 
 
 def index_path(out: Path) -> Path:
@@ -38,8 +48,15 @@ def connect(out: Path) -> sqlite3.Connection:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(index_path(out), timeout=30)
-    conn.execute("PRAGMA journal_mode=WAL")  # readers (report) never block a sweep that is writing
-    conn.executescript(SCHEMA)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")  # readers (report) never block a sweep that is writing
+        conn.executescript(SCHEMA)
+        names = tuple(row[1] for row in conn.execute("PRAGMA table_info(runs)"))
+        if names != COLUMNS:
+            raise sqlite3.DatabaseError(f"table runs has columns {', '.join(names)}")
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 
@@ -52,57 +69,97 @@ def _stamp(run_dir: Path) -> str:
     return "|".join(parts)
 
 
-def _upsert(conn: sqlite3.Connection, record: dict[str, Any], stamp: str) -> None:
+def _values(record: dict[str, Any]) -> tuple:
     cfg = record["config"]
     best = record.get("best") or {}
-    conn.execute(
-        "INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        (record["run_id"], stamp, record["status"], record["combination"], record["config_hash"],
-         cfg.get("dataset"), cfg.get("conditioner"), cfg.get("denoiser"), cfg.get("guidance"), cfg.get("sampler"),
-         cfg.get("seed"), record["device"]["type"], record["device"]["count"], best.get("value"),
-         best.get("device_hours"), record.get("error"), json.dumps(record, default=str)),
-    )
+    return (record["status"], record["combination"], record["config_hash"],
+            cfg.get("dataset"), cfg.get("conditioner"), cfg.get("denoiser"), cfg.get("guidance"), cfg.get("sampler"),
+            cfg.get("seed"), record["device"]["type"], record["device"]["count"], best.get("value"),
+            best.get("device_hours"), record.get("error"))
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _upsert(conn: sqlite3.Connection, record: dict[str, Any], stamp: str) -> None:
+    text = json.dumps(record, default=str)
+    conn.execute(f"INSERT OR REPLACE INTO runs VALUES ({','.join('?' * len(COLUMNS))})",
+                 (record["run_id"], f"{stamp}#{_digest(text)}", *_values(record), text))
+
+
+def _row_ok(row: tuple) -> bool:
+    """Whether a row is what protobench wrote: the record matches its digest and every column matches the
+    record (so a hand edit of either is caught)."""
+    stamp, values, text = row[1], tuple(row[2:-1]), row[-1]
+    if "#" not in stamp or stamp.rsplit("#", 1)[1] != _digest(text):
+        return False
+    try:
+        return _values(json.loads(text)) == values
+    except (ValueError, KeyError, TypeError):
+        return False
 
 
 def index_run(out: Path, run_dir: Path) -> dict[str, Any] | None:
     """(Re)index one run folder; returns its record (None if it has no config.json yet)."""
-    from protobench.records import load_record
-
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").exists():
         return None
     record = load_record(run_dir)
-    with closing(connect(out)) as conn, conn:
-        _upsert(conn, record, _stamp(run_dir))
+    _with_index(out, lambda conn: _upsert(conn, record, _stamp(run_dir)))
     return record
+
+
+def _sync(conn: sqlite3.Connection, out: Path) -> None:
+    runs = out / "runs"
+    folders = {p.name: p for p in sorted(runs.iterdir()) if (p / "config.json").exists()} if runs.is_dir() else {}
+    rows = {row[0]: row for row in conn.execute(f"SELECT {', '.join(COLUMNS)} FROM runs").fetchall()}
+    for run_id in set(rows) - set(folders):
+        conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+    for run_id, folder in folders.items():
+        stamp = _stamp(folder)
+        row = rows.get(run_id)
+        if row is not None and row[1].split("#", 1)[0] == stamp:
+            if _row_ok(row):
+                continue
+            if "#" in row[1]:  # rows of older versions carry no digest: re-read quietly
+                warn(f"index row for run {run_id} does not match its record; re-reading the run folder")
+        try:
+            record = load_record(folder)
+        except (OSError, ValueError, KeyError):  # unreadable (records.unreadable_runs names it) or being written
+            conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+            continue
+        _upsert(conn, record, stamp)
+
+
+def _with_index(out: Path, work):
+    """Run `work(conn)` in one transaction; on any index damage, rebuild the index from the folders and retry."""
+    out = Path(out)
+    for attempt in (1, 2):
+        try:
+            with closing(connect(out)) as conn, conn:
+                return work(conn)
+        except sqlite3.Error as exc:
+            if attempt == 2:
+                raise
+            warn(f"{index_path(out)} is damaged ({exc}); rebuilding it from the run folders")
+            _remove_index(out)
 
 
 def sync(out: Path) -> None:
     """Bring the index up to date with the run folders: new and changed runs re-read, vanished ones dropped."""
-    from protobench.records import load_record
-
     out = Path(out)
-    runs = out / "runs"
-    folders = {p.name: p for p in sorted(runs.iterdir()) if (p / "config.json").exists()} if runs.is_dir() else {}
-    with closing(connect(out)) as conn, conn:
-        known = dict(conn.execute("SELECT run_id, stamp FROM runs").fetchall())
-        for run_id in set(known) - set(folders):
-            conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
-        for run_id, folder in folders.items():
-            stamp = _stamp(folder)
-            if known.get(run_id) == stamp:
-                continue
-            try:
-                record = load_record(folder)
-            except (OSError, ValueError, KeyError):  # a folder being written right now; next sync gets it
-                continue
-            _upsert(conn, record, stamp)
+    _with_index(out, lambda conn: _sync(conn, out))
+
+
+def _remove_index(out: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(index_path(out)) + suffix).unlink(missing_ok=True)
 
 
 def rebuild(out: Path) -> None:
     """Drop the index and build it again from the run folders."""
-    for suffix in ("", "-wal", "-shm"):
-        Path(str(index_path(out)) + suffix).unlink(missing_ok=True)
+    _remove_index(out)
     sync(out)
 
 
@@ -111,8 +168,10 @@ def records(out: Path, status: str | None = None) -> list[dict[str, Any]]:
     out = Path(out)
     if not out.exists():
         return []
-    sync(out)
     query = "SELECT record FROM runs" + (" WHERE status = ?" if status else "") + " ORDER BY run_id"
-    with closing(connect(out)) as conn:
-        rows = conn.execute(query, (status,) if status else ()).fetchall()
-    return [json.loads(r[0]) for r in rows]
+
+    def read(conn: sqlite3.Connection) -> list[tuple]:
+        _sync(conn, out)
+        return conn.execute(query, (status,) if status else ()).fetchall()
+
+    return [json.loads(r[0]) for r in _with_index(out, read)]

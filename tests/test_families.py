@@ -148,7 +148,7 @@ def test_training_run_leaves_the_aux_classifier_untouched(tmp_path, cache):
                    *[a for o in opts for a in ("-o", o)]], tmp_path)
     assert record["status"] == "completed"
     key = record["prepare"]["aux_classifier"]["key"]
-    trained = load_file(str(cache / "aux-classifiers" / f"{key}.safetensors"))
+    trained = load_file(str(cache / "aux-classifiers" / key / "tensors.safetensors"))
     run_dir = Path(record["path"])
     ckpt = json.loads((run_dir / "checkpoints" / "latest.json").read_text())
     tensors = load_file(str(run_dir / "checkpoints" / ckpt["file"]))

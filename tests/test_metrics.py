@@ -90,9 +90,11 @@ def test_real_statistics_cache_is_checksummed_and_recomputed_when_corrupt(refere
     fid = metric("fid")
     fid.prepare(reference)
     first = fid.compute(test.images, test.labels, reference)["fid[digits-evaluator]"]
-    path = extractors.real_cache_path(reference, extractors.resolve(reference), "train")
-    sidecar = json.loads(path.with_suffix(".json").read_text())
-    assert sidecar["split"] == "train" and sidecar["n"] == 1437 and len(sidecar["sha256"]) == 64
+    entry = extractors.real_cache_path(reference, extractors.resolve(reference), "train")
+    manifest = json.loads((entry / "manifest.json").read_text())
+    assert manifest["meta"]["split"] == "train" and manifest["meta"]["n"] == 1437
+    path = entry / "tensors.safetensors"
+    assert len(manifest["files"]["tensors.safetensors"]) == 64
     blob = bytearray(path.read_bytes())
     blob[-9] ^= 0xFF  # flip bits inside the stored statistics
     path.write_bytes(bytes(blob))
@@ -101,7 +103,7 @@ def test_real_statistics_cache_is_checksummed_and_recomputed_when_corrupt(refere
     assert again == pytest.approx(first, rel=1e-9)
     from protobench_metrics.evaluator import sha256_file
 
-    assert json.loads(path.with_suffix(".json").read_text())["sha256"] == sha256_file(path)
+    assert json.loads((entry / "manifest.json").read_text())["files"]["tensors.safetensors"] == sha256_file(path)
 
 
 def test_class_accuracy_high_on_real_chance_on_noise(reference, splits):
@@ -198,7 +200,7 @@ def test_inception_weights_file_is_used_and_named(tmp_path, inception_file, monk
     out = fid.compute(test.images, test.labels, ref)
     assert list(out) == ["fid[inception-v3]"] and math.isfinite(out["fid[inception-v3]"]) and out["fid[inception-v3]"] > 0
     assert not (tmp_path / "evaluators").exists()  # the domain evaluator was never trained
-    assert list((tmp_path / "metrics").glob("real-digits-*-train-inception-v3-*.safetensors"))
+    assert list((tmp_path / "metrics").glob("real-digits-*-train-inception-v3-*/tensors.safetensors"))
     # the same file chosen through the environment variable and through Reference.inception_weights
     chosen = extractors.resolve(ref, str(inception_file))
     assert chosen.fidelity_name == "inception-v3-compat" and chosen.layer("fid") == "2048"

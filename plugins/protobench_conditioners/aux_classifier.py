@@ -4,19 +4,16 @@ way of conditioning a diffusion U-Net, from "Towards Conditionality for Probabil
 
 from __future__ import annotations
 
-import json
-import os
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from protobench import NULL_LABEL, Conditioner, Conditioning, ConditionSpec, LossContext, PrepareContext
 from protobench.augment import random_shift
-from protobench.io import atomic_write_json, json_digest
+from protobench.cache import load_tensors, save_tensors
+from protobench.io import json_digest
 from protobench_conditioners._labels import add_null_token, check_null, checked_labels, embed_with_null
 
 #: the auxiliary classifier's own seed (offset by the run's seed): not the metrics' evaluator seed
@@ -95,20 +92,15 @@ class AuxClassifierConditioner(Conditioner):
         return AUX_CLASSIFIER_SEED + ctx.seed
 
     def prepare(self, ctx: PrepareContext) -> None:
-        folder = Path(ctx.cache_dir) / "aux-classifiers"
         key = self.cache_key(ctx)
-        weights, meta_path = folder / f"{key}.safetensors", folder / f"{key}.json"
-        if weights.exists() and meta_path.exists():
-            self.classifier.load_state_dict(load_file(str(weights)))
-            meta = json.loads(meta_path.read_text())
+        found = load_tensors(ctx.cache_dir, "aux-classifiers", key)
+        if found is not None:
+            tensors, meta, _path = found
+            self.classifier.load_state_dict(tensors)
             ctx.charge(meta["train_seconds"])  # the run still pays for the cached training
         else:
             meta = self._train(ctx)
-            folder.mkdir(parents=True, exist_ok=True)
-            tmp = folder / f".{key}.{os.getpid()}.tmp"
-            save_file({k: v.detach().cpu().contiguous() for k, v in self.classifier.state_dict().items()}, str(tmp))
-            os.replace(tmp, weights)
-            atomic_write_json(meta_path, meta)
+            save_tensors(ctx.cache_dir, "aux-classifiers", key, self.classifier.state_dict(), meta)
         self.classifier.requires_grad_(False)
         self.classifier_ready.fill_(True)
         ctx.results["aux_classifier"] = {"test_accuracy": meta["test_accuracy"], "key": key,

@@ -8,7 +8,6 @@ of that seed, frozen or unfrozen, reuses one Stage I — and is still charged it
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -18,17 +17,17 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from protobench import cache
 from protobench.interfaces.conditioner import PrepareContext
 from protobench.interfaces.dataset import DataSplit
-from protobench.io import atomic_write_json, json_digest
+from protobench.io import json_digest
+from protobench.progress import stage
 
 #: bump when Stage I changes in a way that makes cached prototypes stale
 STAGE1_VERSION = 1
 WEIGHTS_FILE = "stage1.safetensors"
-META_FILE = "stage1.json"
 
 
 @dataclass(frozen=True)
@@ -139,11 +138,7 @@ def train_stage1(train: DataSplit, test: DataSplit, num_classes: int, image_shap
         n = len(train)
         bs = min(opts.batch_size, n)
         steps_per_epoch = max(1, n // bs)  # drop the ragged last batch (BatchNorm and a fixed step count)
-        progress = _progress() if show_progress else None
-        if progress is not None:
-            progress.start()
-            task = progress.add_task("Stage I: prototypes", total=opts.epochs * steps_per_epoch)
-        try:
+        with stage("Stage I: prototypes", total=opts.epochs * steps_per_epoch, unit="steps", show=show_progress) as bar:
             model.train()
             for epoch in range(opts.epochs):
                 perm = torch.randperm(n, generator=order)
@@ -158,11 +153,7 @@ def train_stage1(train: DataSplit, test: DataSplit, num_classes: int, image_shap
                     value = loss.item()
                     if not math.isfinite(value):
                         raise RuntimeError(f"Stage I loss became {value} at epoch {epoch}; lower stage1_lr or gamma")
-                    if progress is not None:
-                        progress.update(task, advance=1, description=f"Stage I: prototypes, epoch {epoch + 1} loss {value:.3f}")
-        finally:
-            if progress is not None:
-                progress.stop()
+                    bar.advance(1, note=f"epoch {epoch + 1}/{opts.epochs} loss {value:.3f}")
         features = extract(model.extractor, test, device)
         prototypes = model.prototypes.detach().float().cpu()
         accuracy = float((nearest_prototype(features, prototypes) == test.labels.long()).float().mean())
@@ -171,14 +162,6 @@ def train_stage1(train: DataSplit, test: DataSplit, num_classes: int, image_shap
     meta = {"test_accuracy": accuracy, "final_loss": value, "steps": opts.epochs * steps_per_epoch,
             "prototype_shift": shift}
     return model.cpu(), features, meta
-
-
-def _progress():
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
-                    TimeElapsedColumn(), console=Console(stderr=True), transient=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,24 +174,18 @@ def cache_key(dataset_checksum: str, num_classes: int, image_shape, opts: Stage1
     return json_digest(ident, 16)
 
 
-def load_entry(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]] | None:
-    """(tensors, metadata) of a complete cache entry, or None. The JSON is written last: it marks completion."""
-    meta_path, weights_path = path / META_FILE, path / WEIGHTS_FILE
-    if not (meta_path.exists() and weights_path.exists()):
-        return None
-    try:
-        return load_file(str(weights_path)), json.loads(meta_path.read_text())
-    except (OSError, ValueError):
-        return None
+def load_entry(cache_root: Path, key: str) -> tuple[dict[str, Tensor], dict[str, Any], Path] | None:
+    """(tensors, metadata, folder) of a verified cache entry, or None (absent, or damaged and reported)."""
+    return cache.load_tensors(cache_root, "prototypes", key, name=WEIGHTS_FILE)
 
 
 def prototypes_for(ctx: PrepareContext, opts: Stage1Options) -> Stage1Result:
     """The Stage-I prototypes for this dataset, options and seed: from the cache, or trained now."""
     key = cache_key(ctx.dataset_checksum, ctx.num_classes, ctx.image_shape, opts, ctx.seed)
-    path = Path(ctx.cache_dir) / "prototypes" / key
-    entry = load_entry(path)
+    path = cache.entry_path(ctx.cache_dir, "prototypes", key)
+    entry = load_entry(Path(ctx.cache_dir), key)
     if entry is not None:
-        tensors, meta = entry
+        tensors, meta, path = entry
         ctx.charge(meta["device_seconds"])  # the paper counts Stage I in every ProtoDiffusion run
         return Stage1Result(tensors["prototypes"], meta, path, cache_hit=True)
     start = time.perf_counter()
@@ -226,9 +203,5 @@ def prototypes_for(ctx: PrepareContext, opts: Stage1Options) -> Stage1Result:
                    "test_features": features.contiguous(),
                    "test_labels": ctx.test.labels.long().contiguous(),
                    **{f"extractor.{k}": v.detach().cpu().contiguous() for k, v in model.extractor.state_dict().items()}}
-        path.mkdir(parents=True, exist_ok=True)
-        tmp = path / f".{WEIGHTS_FILE}.{os.getpid()}.tmp"
-        save_file(tensors, str(tmp))
-        os.replace(tmp, path / WEIGHTS_FILE)
-        atomic_write_json(path / META_FILE, meta)
+        path = cache.save_tensors(ctx.cache_dir, "prototypes", key, tensors, meta, name=WEIGHTS_FILE)
     return Stage1Result(prototypes, meta, path, cache_hit=False)

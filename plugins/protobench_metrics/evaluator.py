@@ -5,18 +5,20 @@ used in training; metrics computed with it are labelled `[<dataset>-evaluator]`.
 from __future__ import annotations
 
 import hashlib
-import json
+import math
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from protobench import cache
 from protobench.augment import random_shift
-from protobench.io import atomic_write_json, json_digest
+from protobench.cache import sha256_file  # noqa: F401  (re-exported: the metrics' one file checksum)
+from protobench.io import json_digest
+from protobench.progress import stage
 
 EVALUATOR_SEED = 20240101
 DEFAULT_OPTIONS = {"width": 32, "epochs": 20, "batch_size": 128, "lr": 1e-3}
@@ -84,84 +86,78 @@ def accuracy(net: EvaluatorNet, images: Tensor, labels: Tensor) -> float:
     return float((predict(net, images) == labels.cpu()).float().mean()) if len(images) else 0.0
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def evaluator_options(dataset) -> dict:
     return {**DEFAULT_OPTIONS, **getattr(dataset, "evaluator_options", {})}
 
 
-def _progress(show: bool, total: int, what: str):
-    if not show:
-        return None
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    progress = Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), TextColumn("epochs"),
-                        TimeElapsedColumn(), console=Console(stderr=True), transient=True)
-    progress.start()
-    progress.add_task(what, total=total)
-    return progress
+def weights_digest(net: nn.Module) -> str:
+    """sha256 of a network's weights (every state_dict tensor, in key order): the evaluator's identity."""
+    digest = hashlib.sha256()
+    for key, value in sorted(net.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(str(value.dtype).encode() + str(tuple(value.shape)).encode())
+        digest.update(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
-def load_or_train(dataset, cache_root: Path, show_progress: bool = False) -> tuple[EvaluatorNet, dict]:
-    """The dataset's evaluator, trained once with a fixed seed and cached by the dataset checksum.
-
-    The weights file's sha256 is stored beside it (with the test accuracy); a file that no longer matches
-    is retrained, never trusted."""
-    opts = evaluator_options(dataset)
-    train, test = dataset.load()
-    c = dataset.image_shape[0]
-    opts_hash = json_digest(opts, 8)
-    key = f"{dataset.name}-{dataset.checksum()}-{opts_hash}"
-    folder = Path(cache_root) / "evaluators"
-    weights, meta_path = folder / f"{key}.safetensors", folder / f"{key}.json"
-    net = EvaluatorNet(c, dataset.num_classes, opts["width"])
-    if weights.exists() and meta_path.exists():
-        try:
-            meta = json.loads(meta_path.read_text())
-            if meta.get("weights_sha256") == sha256_file(weights):
-                net.load_state_dict(load_file(str(weights)))
-                return net.eval(), meta
-        except (OSError, ValueError, RuntimeError):
-            pass  # unreadable or mismatched cache: retrain below
-    start = time.perf_counter()
-    progress = _progress(show_progress, opts["epochs"], f"{dataset.name} evaluator")
-    try:
-        with torch.random.fork_rng(), few_threads(train.images.shape[-1] * train.images.shape[-2]):
-            torch.manual_seed(EVALUATOR_SEED)
-            gen = torch.Generator().manual_seed(EVALUATOR_SEED)
-            opt = torch.optim.Adam(net.parameters(), lr=opts["lr"])
-            # uint8 in memory, converted per batch: the float copy of a large split would be 4x its size
-            x_all, y_all = train.images, train.labels.long()
-            n = len(x_all)
-            for _epoch in range(opts["epochs"]):
+def train_evaluator(dataset, opts: dict, show_progress: bool = False) -> EvaluatorNet:
+    """Train the evaluator: a pure function of the data, EVALUATOR_SEED and the options (bit for bit on one
+    machine). It draws only from its own generators, so whoever calls it keeps their random stream."""
+    train, _test = dataset.load()
+    # weights initialised and trained inside a forked RNG seeded here: the caller's global RNG is untouched
+    with torch.random.fork_rng(devices=[]), few_threads(train.images.shape[-1] * train.images.shape[-2]):
+        torch.manual_seed(EVALUATOR_SEED)
+        net = EvaluatorNet(dataset.image_shape[0], dataset.num_classes, opts["width"])
+        gen = torch.Generator().manual_seed(EVALUATOR_SEED)
+        opt = torch.optim.Adam(net.parameters(), lr=opts["lr"])
+        # uint8 in memory, converted per batch: the float copy of a large split would be 4x its size
+        x_all, y_all = train.images, train.labels.long()
+        n, bs = len(x_all), opts["batch_size"]
+        steps = opts["epochs"] * math.ceil(n / bs)
+        with stage(f"training the {dataset.name} evaluator", total=steps, unit="steps", show=show_progress) as bar:
+            for epoch in range(opts["epochs"]):
                 net.train()
                 perm = torch.randperm(n, generator=gen)
-                for i in range(0, n, opts["batch_size"]):
-                    idx = perm[i:i + opts["batch_size"]]
+                for i in range(0, n, bs):
+                    idx = perm[i:i + bs]
                     loss = F.cross_entropy(net(random_shift(x_all[idx].float().div(127.5).sub(1), gen)), y_all[idx])
                     opt.zero_grad()
                     loss.backward()
                     opt.step()
-                if progress is not None:
-                    progress.advance(progress.task_ids[0])
-    finally:
-        if progress is not None:
-            progress.stop()
-    net.eval()
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{key}.tmp"
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp))
-    tmp.replace(weights)
+                    bar.advance(1, note=f"epoch {epoch + 1}/{opts['epochs']}")
+    return net.eval()
+
+
+def cache_key(dataset, opts: dict) -> str:
+    return f"{dataset.name}-{dataset.checksum()}-{json_digest({'options': opts, 'seed': EVALUATOR_SEED}, 8)}"
+
+
+def load_or_train(dataset, cache_root: Path, show_progress: bool = False) -> tuple[EvaluatorNet, dict]:
+    """The dataset's evaluator, trained once with a fixed seed and kept in the cache (protobench.cache:
+    checked on every load; a damaged entry is named and retrained, to the same weights).
+
+    meta["weights_sha256"] is the digest of the weights: records store it to tell evaluators apart."""
+    opts = evaluator_options(dataset)
+    key = cache_key(dataset, opts)
+    net = None
+    found = cache.load_tensors(cache_root, "evaluators", key)
+    if found is not None:
+        tensors, meta, _path = found
+        with torch.random.fork_rng(devices=[]):  # construction draws init weights: not from the caller's RNG
+            net = EvaluatorNet(dataset.image_shape[0], dataset.num_classes, opts["width"])
+        try:
+            net.load_state_dict(tensors)
+            if weights_digest(net) == meta.get("weights_sha256"):
+                return net.eval(), meta
+        except RuntimeError:
+            pass
+        cache.warn(f"cache entry for the {dataset.name} evaluator does not fit its network; retraining it")
+    start = time.perf_counter()
+    net = train_evaluator(dataset, opts, show_progress)
+    _train, test = dataset.load()
     meta = {"dataset": dataset.name, "checksum": dataset.checksum(), "options": opts,
             "test_accuracy": accuracy(net, test.images, test.labels.long()),
             "train_seconds": time.perf_counter() - start, "seed": EVALUATOR_SEED,
-            "weights_sha256": sha256_file(weights)}
-    atomic_write_json(meta_path, meta)
+            "weights_sha256": weights_digest(net)}
+    cache.save_tensors(cache_root, "evaluators", key, net.state_dict(), meta)
     return net, meta

@@ -6,25 +6,23 @@ Two extractors, each registered with torch-fidelity and named in every metric ke
 - `<dataset>-evaluator`: the dataset's domain evaluator (evaluator.py), used otherwise.
 
 Real-data features (and their FID statistics) are computed once per (dataset, split, extractor) and kept in
-a safetensors file whose sha256 is recorded beside it; a file that does not match is recomputed.
+the protobench cache (`metrics/<key>/`), checked on every load; a damaged entry is named and recomputed.
+Feature extraction never draws from the global random stream (a run's training does not depend on the cache).
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from protobench import Reference, UsageError
-from protobench.io import atomic_write_json
+from protobench import Reference, UsageError, cache
 from protobench_metrics.evaluator import EvaluatorNet, few_threads, load_or_train, sha256_file
 
 INCEPTION_ENV = "PROTOBENCH_INCEPTION_WEIGHTS"
@@ -144,6 +142,16 @@ def resolve(reference: Reference, inception_weights: str | os.PathLike | None = 
                      {"fid": "features", "kid": "features", "prc": "features", "isc": "logits"})
 
 
+def instruments(reference: Reference, inception_weights: str | os.PathLike | None = None) -> dict[str, str]:
+    """{extractor label: sha256 of the weights it scores with}, e.g. {"digits-evaluator": "3f2a..."}: what a
+    record stores so that numbers from different evaluators are never pooled."""
+    path = inception_weights_path(inception_weights, reference)
+    if path is not None:
+        return {"inception-v3": _file_sha(path)} if path.is_file() else {}
+    _net, meta = domain_evaluator(reference)
+    return {f"{reference.dataset.name}-evaluator": meta["weights_sha256"]}
+
+
 def _check_inception_file(path: str) -> None:
     """torch-fidelity unpickles the file fully; refuse anything but plain tensors first."""
     try:
@@ -200,7 +208,8 @@ def extract(ext: Extractor, images: Tensor, device: torch.device, batch_size: in
 
     fe = _instance(ext, device)
     pixels = 299 * 299 if ext.rgb else images.shape[-1] * images.shape[-2]  # Inception resizes to 299
-    with few_threads(pixels):
+    # torch's DataLoader draws a seed from the global RNG per pass: fork it, so measuring changes no training
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), few_threads(pixels):
         return get_featuresdict_from_dataset(UInt8Images(images, ext.rgb), fe, batch_size,
                                              device.type == "cuda", True, False)
 
@@ -225,29 +234,30 @@ def fid_statistics(features: Tensor) -> dict:
     return fid_features_to_statistics(features.cpu())
 
 
-def real_cache_path(reference: Reference, ext: Extractor, split: str) -> Path:
+def real_cache_key(reference: Reference, ext: Extractor, split: str) -> str:
     d = reference.dataset
-    return Path(reference.cache_dir) / "metrics" / f"real-{d.name}-{d.checksum()}-{split}-{ext.ident}.safetensors"
+    return f"real-{d.name}-{d.checksum()}-{split}-{ext.ident}"
+
+
+def real_cache_path(reference: Reference, ext: Extractor, split: str) -> Path:
+    """The cache entry (a folder) holding the real `split`'s features."""
+    return cache.entry_path(reference.cache_dir, "metrics", real_cache_key(reference, ext, split))
 
 
 def real_features(reference: Reference, ext: Extractor, split: str = "train") -> dict[str, Tensor]:
     """Features of the real `split` (plus `labels` and FID statistics `fid.mu`, `fid.sigma`), cached on disk.
 
-    The cache file's sha256 is checked on every load; a file that does not match is recomputed."""
+    The cache entry is checked on every load (protobench.cache); a damaged one is named and recomputed."""
     if split not in ("train", "test"):
         raise UsageError(f"reference split must be 'train' or 'test', got {split!r}")
-    path = real_cache_path(reference, ext, split)
-    memo = str(path.resolve())
+    key = real_cache_key(reference, ext, split)
+    memo = str(real_cache_path(reference, ext, split).resolve())
     if memo in _REAL:
         return _REAL[memo]
-    sidecar = path.with_suffix(".json")
-    if path.exists() and sidecar.exists():
-        try:
-            if json.loads(sidecar.read_text()).get("sha256") == sha256_file(path):
-                _REAL[memo] = load_file(str(path))
-                return _REAL[memo]
-        except (OSError, ValueError):
-            pass  # unreadable: recompute
+    found = cache.load_tensors(reference.cache_dir, "metrics", key)
+    if found is not None:
+        _REAL[memo] = found[0]
+        return _REAL[memo]
     train, test = reference.dataset.load()
     real = train if split == "train" else test
     feats = extract(ext, real.images, reference.device)
@@ -255,13 +265,9 @@ def real_features(reference: Reference, ext: Extractor, split: str = "train") ->
     tensors = {**{k: v.contiguous() for k, v in feats.items()}, "labels": real.labels.to(torch.int64).contiguous(),
                "fid.mu": torch.from_numpy(stats["mu"]).contiguous(),
                "fid.sigma": torch.from_numpy(stats["sigma"]).contiguous()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file(tensors, str(tmp))
-    os.replace(tmp, path)
-    atomic_write_json(sidecar, {"sha256": sha256_file(path), "dataset": reference.dataset.name,
-                                "dataset_checksum": reference.dataset.checksum(), "split": split,
-                                "extractor": ext.ident, "n": len(real)})
+    cache.save_tensors(reference.cache_dir, "metrics", key, tensors,
+                       {"dataset": reference.dataset.name, "dataset_checksum": reference.dataset.checksum(),
+                        "split": split, "extractor": ext.ident, "n": len(real)})
     _REAL[memo] = tensors
     return tensors
 
