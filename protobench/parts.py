@@ -54,10 +54,8 @@ def prepare_context(parts: Any, show_progress: bool, **extra: Any) -> PrepareCon
 
 
 def guidance_prepares(guidance) -> bool:
-    """Whether a guidance has a `prepare` step of its own (e.g. fitting a classifier on the trained net)."""
-    from protobench.interfaces import Guidance
-
-    return type(guidance).prepare is not Guidance.prepare
+    """Whether a guidance has a `prepare` step of its own (Guidance.prepares, e.g. fitting a classifier)."""
+    return bool(getattr(guidance, "prepares", False))
 
 
 def inception_weights(cfg: RunConfig) -> Path | None:
