@@ -19,7 +19,7 @@ from protobench.cli import main
 
 TINY = ["--budget", "128", "--eval-every", "64", "--eval-samples", "20", "-o", "batch_size=64",
         "-o", "denoiser.base_channels=8", "-o", "denoiser.num_res_blocks=1", "-o", "sampler.steps=5",
-        "-o", "metrics="]  # no metric: these tests are about the conditioning, not about FID
+        "-o", "metrics=none"]  # no metric: these tests are about the conditioning, not about FID
 EMB = "conditioner.class_embedding.weight"
 
 

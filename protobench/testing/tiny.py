@@ -83,7 +83,7 @@ def tiny_overrides(registry, chosen: dict[str, str] | None = None) -> dict[str, 
 
 
 def tiny_config(registry, **user: Any):
-    """A RunConfig for a run of a few seconds: `tiny_config(registry, conditioner="random", metrics="")`."""
+    """A RunConfig for a run of a few seconds: `tiny_config(registry, conditioner="random", metrics="none")`."""
     from protobench.config import build_config
 
     merged = {**TINY_SETTINGS, **tiny_overrides(registry, {k: v for k, v in user.items() if isinstance(v, str)}),

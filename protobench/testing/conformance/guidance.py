@@ -76,7 +76,7 @@ class GuidanceTests(PluginTests):
         """A tiny run sampling through this guidance completes; its prepare stage is booked under `prepare`."""
         from protobench.engine import Run
 
-        user = {"guidance": self.plugin_name, "metrics": "", **{f"guidance.{k}": v for k, v in self.options.items()}}
+        user = {"guidance": self.plugin_name, "metrics": "none", **{f"guidance.{k}": v for k, v in self.options.items()}}
         record = Run(tiny_config(plugin_registry, **user), plugin_registry, tmp_path / "out", show_progress=False).execute()
         assert record["status"] == "completed", record.get("error")
         if plugin_registry.get("guidance", self.plugin_name).cls.prepares:
