@@ -78,22 +78,33 @@ def generate(net, guidance, sampler, schedule, n: int, num_classes: int, image_s
     return samples, all_labels, rate
 
 
-def save_grid(samples: Tensor, labels: Tensor, num_classes: int, path: Path, per_class: int = 10) -> None:
-    """A PNG grid, one row per class (up to 10 classes shown)."""
-    from PIL import Image
+def save_grid(samples: Tensor, labels: Tensor, num_classes: int, path: Path, per_class: int = 10,
+              class_names: tuple[str, ...] | None = None, gap: int = 2, label_width: int = 64) -> None:
+    """A PNG grid: one row per class (up to 10 classes), the class's name in a left margin of `label_width`
+    pixels, and `gap` pixels of white between tiles and around them. Tiles are scaled by the whole factor
+    `max(1, 64 // H)`; a class with fewer than `per_class` samples leaves its remaining tiles blank.
 
-    rows = []
+    Size: width = label_width + per_class·tile_w + (per_class + 1)·gap, height = rows·tile_h + (rows + 1)·gap.
+    """
+    from PIL import Image, ImageDraw
+
     c, h, w = samples.shape[1:]
-    for k in range(min(num_classes, 10)):
-        picks = samples[labels == k][:per_class]
-        if picks.shape[0] < per_class:
-            picks = torch.cat([picks, torch.zeros((per_class - picks.shape[0], c, h, w), dtype=torch.uint8)])
-        rows.append(torch.cat(list(picks), dim=2))
-    grid = torch.cat(rows, dim=1)
+    rows = min(num_classes, 10)
     scale = max(1, 64 // h)
-    grid = grid.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
-    arr = grid.permute(1, 2, 0).numpy()
-    image = Image.fromarray(arr[:, :, 0] if c == 1 else arr)
+    th, tw = h * scale, w * scale
+    mode = "L" if c == 1 else "RGB"
+    image = Image.new(mode, (label_width + per_class * tw + (per_class + 1) * gap, rows * th + (rows + 1) * gap),
+                      255 if c == 1 else (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    for k in range(rows):
+        top = gap + k * (th + gap)
+        name = str(class_names[k]) if class_names is not None and k < len(class_names) else str(k)
+        while name and draw.textlength(name) > label_width - 2 * gap:  # shorten names that do not fit
+            name = name[:-1]
+        draw.text((gap, top + th // 2), name, fill=0 if c == 1 else (0, 0, 0), anchor="lm")
+        for i, tile in enumerate(samples[labels == k][:per_class]):
+            arr = tile.repeat_interleave(scale, 1).repeat_interleave(scale, 2).permute(1, 2, 0).numpy()
+            image.paste(Image.fromarray(arr[:, :, 0] if c == 1 else arr), (label_width + gap + i * (tw + gap), top))
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     atomic_write_bytes(path, buffer.getvalue())  # refuses a symbolic link at the file or its folder

@@ -388,5 +388,5 @@ def test_cli_runs_shapes_and_writes_a_viewable_sample_grid(tmp_path):
     assert record["config"]["conditioner"] == "random" and "fid[shapes-evaluator]" in record["evals"][-1]["metrics"]
     grid = out / "runs" / record["run_id"] / "samples.png"
     with Image.open(grid) as im:
-        # one row per class, ten samples per row, 32-px images shown at 2×
-        assert im.size == (10 * 64, 10 * 64) and im.mode == "RGB"
+        # one row per class, ten samples per row, 32-px images shown at 2×, 2-px gaps, a 64-px label margin
+        assert im.size == (64 + 10 * 64 + 11 * 2, 10 * 64 + 11 * 2) and im.mode == "RGB"
