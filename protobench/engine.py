@@ -156,6 +156,13 @@ class Run:
         return Reference(self.dataset, cache_dir(self.out), self.device, seed=0, show_progress=False,
                          inception_weights=inception_weights(self.cfg))
 
+    def prepare_instruments(self) -> None:
+        """The measuring instruments (evaluator, real statistics): cached, not charged, and drawing no random
+        numbers from the training stream, so a cold cache and a warm one give the same run."""
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            for metric in self.metrics:
+                metric.prepare(self.reference())
+
     def prepare_context(self, **extra: Any) -> PrepareContext:
         return prepare_context(self, self.show_progress and self.dist.main, **extra)
 
@@ -181,11 +188,7 @@ class Run:
             raise
         self.dir.mkdir(parents=True, exist_ok=True)
         if self.dist.main:
-            # the measuring instrument (evaluator, real statistics): cached, not charged, and drawing no random
-            # numbers from the training stream, so a cold cache and a warm one give the same run
-            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-                for metric in self.metrics:
-                    metric.prepare(self.reference())
+            self.prepare_instruments()
         self.ledger = Ledger(devices=self.dist.world)
         self._write_config()
         try:
