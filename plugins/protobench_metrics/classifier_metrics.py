@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from protobench import Metric, Reference, UsageError
 from protobench_metrics.evaluator import few_threads, predict
 from protobench_metrics.extractors import domain_evaluator
+from protobench_metrics.extractors import instruments as extractor_instruments
 
 
 def _check(name: str, samples: Tensor, labels: Tensor | None, num_classes: int) -> Tensor:
@@ -36,6 +37,9 @@ class ClassAccuracy(Metric):
 
     def prepare(self, reference: Reference) -> None:
         domain_evaluator(reference)
+
+    def instruments(self, reference: Reference) -> dict[str, str]:
+        return extractor_instruments(reference)  # always the domain evaluator
 
     def compute(self, samples: Tensor, labels: Tensor, reference: Reference) -> dict[str, float]:
         dataset = reference.dataset

@@ -39,5 +39,10 @@ class Metric:
         The same contract as `Conditioner.prepare` (build from the real data, cache, reuse), but called once
         before training and not charged to the run: it is the measuring instrument, not the method."""
 
+    def instruments(self, reference: Reference) -> dict[str, str]:
+        """{extractor label: digest of the weights it scores with}: stored in every record, so that numbers
+        from different evaluators are never pooled or compared. Empty when the metric needs no network."""
+        return {}
+
     def compute(self, samples: Tensor, labels: Tensor, reference: Reference) -> dict[str, float]:  # pragma: no cover
         raise NotImplementedError
