@@ -21,7 +21,8 @@ from protobench.io import json_digest
 from protobench.progress import stage
 
 EVALUATOR_SEED = 20240101
-DEFAULT_OPTIONS = {"width": 32, "epochs": 20, "batch_size": 128, "lr": 1e-3}
+#: reject_noise: train with one extra class of uniform-noise images (see train_evaluator; on for digits)
+DEFAULT_OPTIONS = {"width": 32, "epochs": 20, "batch_size": 128, "lr": 1e-3, "reject_noise": False}
 
 
 class EvaluatorNet(nn.Module):
@@ -102,13 +103,21 @@ def weights_digest(net: nn.Module) -> str:
 
 def train_evaluator(dataset, opts: dict, show_progress: bool = False) -> EvaluatorNet:
     """Train the evaluator: a pure function of the data, EVALUATOR_SEED and the options (bit for bit on one
-    machine). It draws only from its own generators, so whoever calls it keeps their random stream."""
+    machine). It draws only from its own generators, so whoever calls it keeps their random stream.
+
+    With `reject_noise`, each batch also holds 1/num_classes as many uniform-noise images, labelled as an
+    extra class that is dropped after training: the features then set noise apart from every real class.
+    On digits FID then ranks noise below blurred and one-class sets (without it noise scored better than
+    both) and test accuracy rises; on shapes noise is already far the worst and it would only blunt blur
+    (docs/metrics.md, "Sanity table"). The saved network has the usual num_classes logits."""
     train, _test = dataset.load()
+    classes, reject = dataset.num_classes, bool(opts.get("reject_noise", False))
     # weights initialised and trained inside a forked RNG seeded here: the caller's global RNG is untouched
     with torch.random.fork_rng(devices=[]), few_threads(train.images.shape[-1] * train.images.shape[-2]):
         torch.manual_seed(EVALUATOR_SEED)
-        net = EvaluatorNet(dataset.image_shape[0], dataset.num_classes, opts["width"])
+        net = EvaluatorNet(dataset.image_shape[0], classes + reject, opts["width"])
         gen = torch.Generator().manual_seed(EVALUATOR_SEED)
+        noise_gen = torch.Generator().manual_seed(EVALUATOR_SEED + 1)
         opt = torch.optim.Adam(net.parameters(), lr=opts["lr"])
         # uint8 in memory, converted per batch: the float copy of a large split would be 4x its size
         x_all, y_all = train.images, train.labels.long()
@@ -120,11 +129,22 @@ def train_evaluator(dataset, opts: dict, show_progress: bool = False) -> Evaluat
                 perm = torch.randperm(n, generator=gen)
                 for i in range(0, n, bs):
                     idx = perm[i:i + bs]
-                    loss = F.cross_entropy(net(random_shift(x_all[idx].float().div(127.5).sub(1), gen)), y_all[idx])
+                    x, y = random_shift(x_all[idx].float().div(127.5).sub(1), gen), y_all[idx]
+                    if reject:
+                        m = max(1, len(idx) // classes)
+                        x = torch.cat([x, torch.rand((m, *x.shape[1:]), generator=noise_gen) * 2 - 1])
+                        y = torch.cat([y, torch.full((m,), classes)])
+                    loss = F.cross_entropy(net(x), y)
                     opt.zero_grad()
                     loss.backward()
                     opt.step()
                     bar.advance(1, note=f"epoch {epoch + 1}/{opts['epochs']}")
+        if reject:  # keep the real classes' logits only: every user of the evaluator sees num_classes
+            head = nn.Linear(net.feature_dim, classes)
+            with torch.no_grad():
+                head.weight.copy_(net.head.weight[:classes])
+                head.bias.copy_(net.head.bias[:classes])
+            net.head = head
     return net.eval()
 
 
