@@ -11,7 +11,7 @@ PLUGINS = ROOT / "plugins"
 
 #: back-edges issue 14 names that are still being removed; each must still exist (so the list shrinks to empty)
 PENDING = {
-    ("protobench.report", "protobench.cli"),  # report should return rows and let the CLI print them
+    ("protobench.cli_results", "protobench.engine"),  # the parallel sweep should start runs through cli.execute/jobs
     ("protobench.cli_eval", "protobench_metrics.extractors"),  # should go through the registry
 }
 
@@ -118,3 +118,13 @@ def test_pending_back_edges_still_exist():
     sources = _sources()
     for here, name in PENDING:
         assert name in imports_of(sources[here]), f"{here} no longer imports {name}: remove it from PENDING"
+
+
+def test_every_cache_goes_through_the_one_cache_helper():
+    """Stage I, the evaluator, the real features and the aux classifier: one integrity scheme (protobench.cache)."""
+    sources = _sources()
+    for module in ("protobench_conditioners.stage1", "protobench_metrics.evaluator", "protobench_metrics.extractors",
+                   "protobench_conditioners.aux_classifier"):
+        names = imports_of(sources[module])
+        assert any(n == "protobench.cache" or n.startswith("protobench.cache.") for n in names), module
+        assert "safetensors.torch.save_file" not in names, f"{module} writes cache files itself"
