@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from protobench.errors import UsageError
 from protobench.io import scan_events
 
 #: the headline when a run names none: the first of these it computed (lower is better for each)
@@ -33,8 +34,8 @@ def best_of(evals: list[dict[str, Any]], primary: str | None = None) -> dict[str
             "prepare_hours": ds["prepare"] / 3600.0}
 
 
-class UnreadableRun(ValueError):
-    """A run folder whose record cannot be built: which file, and why."""
+class UnreadableRun(UsageError, ValueError):
+    """A run folder whose record cannot be built: which file, and why (one line for the CLI, exit 2)."""
 
     def __init__(self, run_dir: Path, file: str, reason: str):
         super().__init__(f"{Path(run_dir) / file}: {reason}")
