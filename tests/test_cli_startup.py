@@ -65,7 +65,7 @@ def test_lazy_entry_with_a_wrong_name_is_one_clear_error():
     registry = Registry()
     registry.add("denoiser", "protobench_denoisers.unet:UNet", "mine", "1.0", name="not-unet")
     with pytest.raises(PluginError, match="its `name` is 'unet'"):
-        registry.get("denoiser", "not-unet").cls
+        _ = registry.get("denoiser", "not-unet").cls
     registry.add("denoiser", "protobench_denoisers.nowhere:UNet", "mine", "1.0", name="gone")
     with pytest.raises(PluginError, match="does not import"):
-        registry.get("denoiser", "gone").cls
+        _ = registry.get("denoiser", "gone").cls

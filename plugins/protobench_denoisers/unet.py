@@ -29,6 +29,21 @@ def groups_for(channels: int) -> int:
     return 1
 
 
+def memory_format(x: Tensor) -> torch.memory_format:
+    return torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+
+
+class Dropout(nn.Dropout):
+    """nn.Dropout; on the CPU its mask comes from one uniform draw compared with p, ~1.6× faster than
+    bernoulli_ (the same distribution: each unit kept with probability 1 - p, scaled by 1 / (1 - p))."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0 or x.device.type != "cpu":
+            return super().forward(x)
+        # the uniform draw in fp32 even under autocast: a bf16 draw would quantise p to 1/256
+        return x * torch.rand_like(x, dtype=torch.float32).ge_(self.p).div_(1 - self.p).to(x.dtype)
+
+
 class CondNorm(nn.Module):
     """GroupNorm; with norm_dim > 0 its scale and shift come from the conditioning (conditional norm)."""
 
@@ -54,13 +69,14 @@ class ResBlock(nn.Module):
         self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
         self.temb = nn.Linear(temb, cout)
         self.norm2 = CondNorm(cout, norm_dim)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
 
-    def forward(self, x: Tensor, temb: Tensor, norm: Tensor | None) -> Tensor:
+    def forward(self, x: Tensor, temb_act: Tensor, norm: Tensor | None) -> Tensor:
+        """`temb_act` is SiLU(time embedding), computed once per forward for every block."""
         h = self.conv1(F.silu(self.norm1(x, norm)))
-        h = h + self.temb(F.silu(temb))[:, :, None, None]
+        h = h + self.temb(temb_act)[:, :, None, None]
         h = self.conv2(self.dropout(F.silu(self.norm2(h, norm))))
         return self.skip(x) + h
 
@@ -74,7 +90,13 @@ class Attention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape
-        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, c, h * w).unbind(1)
+        qkv = self.qkv(self.norm(x))
+        if qkv.is_contiguous(memory_format=torch.channels_last):
+            # channels-last is (b, h, w, 3c) in memory: the tokens are rows already, no copy
+            q, k, v = qkv.permute(0, 2, 3, 1).reshape(b, 1, h * w, 3 * c).split(c, dim=-1)
+            out = F.scaled_dot_product_attention(q, k, v)  # one head of width c
+            return x + self.proj(out.reshape(b, h, w, c).permute(0, 3, 1, 2))
+        q, k, v = qkv.reshape(b, 3, c, h * w).unbind(1)
         out = F.scaled_dot_product_attention(q.transpose(1, 2)[:, None], k.transpose(1, 2)[:, None], v.transpose(1, 2)[:, None])
         return x + self.proj(out[:, 0].transpose(1, 2).reshape(b, c, h, w))
 
@@ -90,6 +112,10 @@ class Level(nn.Module):
 
 class UNet(Denoiser):
     name = "unet"
+    #: on a CPU, activations at least this many pixels wide run channels-last: there oneDNN's NHWC
+    #: convolutions win (1.2× at 32 px), below it GroupNorm's NCHW kernel does (2× its NHWC one's speed).
+    #: On a GPU every level runs channels-last (what tensor-core convolutions want).
+    channels_last_from = 32
 
     def __init__(
         self,
@@ -161,20 +187,24 @@ class UNet(Denoiser):
             return self.time_mlp(temb) + self.cond_proj(cond.emb)
         return self.time_mlp(temb)
 
+    def _layout(self, h: Tensor) -> Tensor:
+        wide = h.device.type == "cuda" or h.shape[-1] >= self.channels_last_from
+        return h.contiguous(memory_format=torch.channels_last if wide else torch.contiguous_format)
+
     def _encode(self, x_t: Tensor, t: Tensor, cond: Conditioning):
         if self.cond_spec.planes:
             if cond.planes is None:
                 raise ValueError("this U-Net was built for input planes but the conditioning has none")
             x_t = torch.cat([x_t, cond.planes.to(x_t.dtype)], dim=1)
-        temb = self._embed(t, cond)
-        h = self.conv_in(x_t)
+        temb = F.silu(self._embed(t, cond))  # every block takes SiLU(temb): computed once
+        h = self.conv_in(self._layout(x_t))
         hs = [h]
         for i, level in enumerate(self.down):
             for block, attn in zip(level.blocks, level.attns, strict=True):
                 h = attn(block(h, temb, cond.norm))
                 hs.append(h)
             if i < len(self.downsample):
-                h = self.downsample[i](h)
+                h = self._layout(self.downsample[i](h))
                 hs.append(h)
         h = self.mid2(self.mid_attn(self.mid1(h, temb, cond.norm)), temb, cond.norm)
         return h, hs, temb
@@ -185,9 +215,10 @@ class UNet(Denoiser):
             for block, attn in zip(level.blocks, level.attns, strict=True):
                 h = attn(block(torch.cat([h, hs.pop()], dim=1), temb, cond.norm))
             if i < len(self.upsample):
-                h = self.upsample[i](F.interpolate(h, scale_factor=2, mode="nearest"))
-        return self.conv_out(F.silu(self.norm_out(h, cond.norm)))
+                h = self.upsample[i](self._layout(F.interpolate(h, scale_factor=2, mode="nearest")))
+        # callers get the usual contiguous layout back
+        return self.conv_out(F.silu(self.norm_out(h, cond.norm))).contiguous()
 
     def features(self, x_t: Tensor, t: Tensor, cond: Conditioning) -> Tensor:
         """The bottleneck activations (B, C', H', W'), as Graikos et al. use for their classifier."""
-        return self._encode(x_t, t, cond)[0]
+        return self._encode(x_t, t, cond)[0].contiguous()
