@@ -2,11 +2,12 @@
 conditioner and the loss, backward, gradient clipping, AdamW, EMA, loss logging) against a bare
 forward/backward/AdamW loop on the same denoiser and a batch of the same size, alternated in one process.
 
-    python -m benchmarks.step_overhead [--quick] [--batch 128] [-o key=value ...]
+    python -m benchmarks.step_overhead [--quick] [--batch 128] [--levers] [-o key=value ...]
 
 The run is set up by the engine itself (`Run.build` and `Run._execute` up to its training loop), so what
 is timed is what `protobench run` executes. The last line is one JSON object; `ratio` is engine / bare
-seconds per step (1.0 = no overhead).
+seconds per step (1.0 = no overhead). `--levers` adds a third contender, the same engine step with the
+change proposed for the engine (fused AdamW), patched in here.
 """
 
 from __future__ import annotations
@@ -39,6 +40,15 @@ def engine_run(overrides: dict, out: Path):
     return run
 
 
+def with_levers(run) -> None:
+    """Patch `run` with the engine-side lever still open: AdamW on its fused kernel (CPU and CUDA) instead of
+    the default per-parameter loop on a CPU. (The EMA is already one multi-tensor lerp in the engine.)"""
+    old = run.optimizer
+    params = [p for group in old.param_groups for p in group["params"]]
+    run.optimizer = torch.optim.AdamW(params, lr=old.defaults["lr"], weight_decay=old.defaults["weight_decay"],
+                                      fused=True)
+
+
 def bare_step(denoiser, conditioner, batch):
     """The loop a user would write by hand: forward, MSE, backward, AdamW (its multi-tensor path)."""
     x_t, t, labels, noise = batch
@@ -60,6 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--steps", type=int, default=None, help="steps per round")
     parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--levers", action="store_true", help="also time the engine step with the proposed levers")
     parser.add_argument("-o", dest="overrides", action="append", default=[], help="run option, as for `protobench run`")
     args = parser.parse_args(argv)
     one_thread()
@@ -69,25 +80,30 @@ def main(argv: list[str] | None = None) -> None:
     steps = args.steps or (4 if args.quick else 10)
     user = {"dataset": "digits", "batch_size": args.batch, "budget": 10**9, **parse_overrides(args.overrides)}
     with tempfile.TemporaryDirectory() as tmp:
-        run = engine_run(user, Path(tmp))
+        run = engine_run(user, Path(tmp) / "a")
         x_all, y_all = run.train_split.images, run.train_split.labels.long()
         autocast = run._autocast()
         x0, labels, t, noise = run._batch(x_all, y_all)
         x_t = run.schedule.q_sample(x0, t, noise)
-        bare = bare_step(run.denoiser, run.conditioner, (x_t, t, labels, noise))
-
-        def engine() -> None:
-            run._train_step(x_all, y_all, autocast)
-
-        times, probes = alternate({"engine": engine, "bare": bare}, rounds=rounds, steps=steps, probe=matmul_probe)
+        contenders = {"engine": lambda: run._train_step(x_all, y_all, autocast),
+                      "bare": bare_step(run.denoiser, run.conditioner, (x_t, t, labels, noise))}
+        if args.levers:
+            patched = engine_run(user, Path(tmp) / "b")
+            with_levers(patched)
+            contenders["engine+levers"] = lambda: patched._train_step(x_all, y_all, autocast)
+        times, probes = alternate(contenders, rounds=rounds, steps=steps, probe=matmul_probe)
         progress(f"engine ran {run.step} steps, {run.images_seen} images")
     engine_s, bare_s = median(times["engine"]), median(times["bare"])
+    levers = {}
+    if args.levers:
+        levers_s = median(times["engine+levers"])
+        levers = {"levers_ms": round(levers_s * 1000, 1), "levers_ratio": round(levers_s / bare_s, 3)}
     emit({"benchmark": "step_overhead", "threads": torch.get_num_threads(), "device": "cpu",
           "dataset": run.cfg.dataset, "batch": run.cfg.batch_size, "rounds": rounds, "steps_per_round": steps,
           "engine_ms": round(engine_s * 1000, 1), "bare_ms": round(bare_s * 1000, 1),
           "engine_images_per_s": round(run.cfg.batch_size / engine_s, 1),
           "bare_images_per_s": round(run.cfg.batch_size / bare_s, 1),
-          "probe_gflops": round(median(probes) / 1e9, 1), "ratio": round(engine_s / bare_s, 3)})
+          "probe_gflops": round(median(probes) / 1e9, 1), **levers, "ratio": round(engine_s / bare_s, 3)})
 
 
 if __name__ == "__main__":
