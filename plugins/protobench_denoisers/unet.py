@@ -131,6 +131,12 @@ class UNet(Denoiser):
         super().__init__()
         if join not in ("concat", "add"):
             raise ValueError(f"join must be 'concat' or 'add', got {join!r}")
+        if base_channels < 1 or num_res_blocks < 1:
+            raise ValueError(f"base_channels and num_res_blocks must be >= 1, got {base_channels}, {num_res_blocks}")
+        if not channel_mult or min(channel_mult) < 1:
+            raise ValueError(f"channel_mult must be one or more multipliers >= 1, got {channel_mult}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         c, h, w = image_shape
         if h % (2 ** (len(channel_mult) - 1)) or w % (2 ** (len(channel_mult) - 1)):
             raise ValueError(f"image size {h}×{w} cannot be halved {len(channel_mult) - 1} times (channel_mult={channel_mult})")
