@@ -45,11 +45,13 @@ from protobench.interfaces import (
     PrepareContext,
     Reference,
 )
-from protobench.io import append_event, atomic_write_json, copy_file
+from protobench.io import append_event, atomic_write_json, copy_file, run_path
 from protobench.ledger import Ledger
-from protobench.parts import build_parts, guidance_prepares, inception_weights, prepare_context
+from protobench.locks import RunLock, RunLocked
+from protobench.parts import build_parts, inception_weights, prepare_context
 from protobench.paths import cache_dir
 from protobench.plugins import Registry
+from protobench.progress import stage
 from protobench.records import load_record
 
 # ---------------------------------------------------------------------------------------------
@@ -112,7 +114,7 @@ class Run:
         self.progress_callback = progress
         self.registry = registry
         self.out = Path(out)
-        self.dir = self.out / "runs" / cfg.run_id()
+        self.dir = run_path(self.out, cfg.run_id())  # a name, never a path (a tampered config.json)
         self.show_progress = show_progress
         self.dist = current_dist()
         self.device = pick_device(self.dist)
@@ -151,6 +153,13 @@ class Run:
     # -- building ---------------------------------------------------------------------------
     def build(self) -> None:
         build_parts(self.cfg, self.registry, self)
+        classes = self.dataset.num_classes
+        for metric in self.metrics:  # refused now, not after training
+            need = metric.min_samples_per_class * classes
+            if self.cfg.eval_samples < need:
+                raise UsageError(f"metric {metric.name} needs at least {metric.min_samples_per_class} samples per "
+                                 f"class: eval_samples >= {need} for {self.cfg.dataset}'s {classes} classes "
+                                 f"(got {self.cfg.eval_samples})")
 
     def reference(self) -> Reference:
         return Reference(self.dataset, cache_dir(self.out), self.device, seed=0, show_progress=False,
@@ -159,9 +168,11 @@ class Run:
     def prepare_instruments(self) -> None:
         """The measuring instruments (evaluator, real statistics): cached, not charged, and drawing no random
         numbers from the training stream, so a cold cache and a warm one give the same run."""
+        self.instruments = {}
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             for metric in self.metrics:
                 metric.prepare(self.reference())
+                self.instruments.update(metric.instruments(self.reference()))
 
     def prepare_context(self, **extra: Any) -> PrepareContext:
         return prepare_context(self, self.show_progress and self.dist.main, **extra)
@@ -173,6 +184,8 @@ class Run:
         if existing.exists():
             prior = load_record(self.dir)
             if prior["status"] == "completed":
+                if self.dist.main and not (self.dir / "record.json").exists():
+                    atomic_write_json(self.dir / "record.json", prior, within=self.dir)
                 return prior
         # the same seed on every rank, so that every process builds the same initial weights
         torch.manual_seed(cfg.seed * 1000)  # dropout etc.; data randomness uses its own generator
@@ -187,6 +200,21 @@ class Run:
             self.event("failed", error=f"{type(exc).__name__}: {exc}")
             raise
         self.dir.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(self.dir)
+        if self.dist.main and not lock.acquire():  # one process per run: a second sweep skips it
+            raise RunLocked(f"run {self.dir.name} is being run by {lock.describe_holder()}")
+        try:
+            return self._execute_locked()
+        finally:
+            if self.dist.main:
+                lock.release()
+
+    def _execute_locked(self) -> dict[str, Any]:
+        if (self.dir / "config.json").exists():  # finished by another process while this one waited
+            prior = load_record(self.dir)
+            if prior["status"] == "completed":
+                return prior
+        self.instruments: dict[str, str] = {}
         if self.dist.main:
             self.prepare_instruments()
         self.ledger = Ledger(devices=self.dist.world)
@@ -217,8 +245,8 @@ class Run:
             "run_id": cfg.run_id(), "config": cfg.to_dict(), "config_hash": cfg.hash(),
             "combination": cfg.combination(), "plugins": self.plugin_versions(),
             "dataset_checksum": self.checksum, "protobench_version": _version(),
-            "device": device_info(self.device, self.dist.world),
-        })
+            "device": device_info(self.device, self.dist.world), "instruments": getattr(self, "instruments", {}),
+        }, within=self.dir)
 
     def _execute(self) -> dict[str, Any]:
         cfg = self.cfg
@@ -333,12 +361,10 @@ class Run:
         x_all = self.train_split.images
         y_all = self.train_split.labels.long()
         autocast = self._autocast()
-        progress = self._progress()
-        task = None
-        if progress is not None:
-            progress.start()
-            task = progress.add_task(f"{cfg.conditioner} s{cfg.seed}", total=cfg.budget, completed=self.images_seen)
         label = f"{cfg.conditioner} s{cfg.seed}"
+        display = stage(f"{label} training", total=cfg.budget, unit="images",
+                        show=self.show_progress and self.dist.main, completed=self.images_seen)
+        bar = display.__enter__()
         last_checkpoint = time.monotonic()
         try:
             with self._stop:
@@ -347,24 +373,21 @@ class Run:
                     with self.ledger.phase("train", self._sync):
                         while self.images_seen < min(next_eval, cfg.budget):
                             loss, mse = self._train_step(x_all, y_all, autocast)
-                            if progress is not None:
-                                progress.update(task, completed=self.images_seen, description=f"{label} training, loss {mse:.4f}")
+                            bar.update(completed=self.images_seen, note=f"training, loss {mse:.4f}")
                             if self.progress_callback is not None and self.dist.main:
                                 self.progress_callback(self.images_seen, cfg.budget, mse)
                             if self.step % cfg.log_every == 0 and self._agree(
                                     self._stop.requested or time.monotonic() - last_checkpoint > self.checkpoint_seconds):
                                 break  # checkpoint now (by time, or asked to stop)
                     if self.images_seen >= min(next_eval, cfg.budget):
-                        if progress is not None:
-                            progress.update(task, description=f"{label} evaluating: sampling {cfg.eval_samples} images")
+                        bar.update(note=f"evaluating: sampling {cfg.eval_samples} images")
                         self._evaluate()
                     name = self._checkpoint()
                     last_checkpoint = time.monotonic()
                     if self._agree(self._stop.requested):
                         raise Interrupted(cfg.run_id(), self.images_seen, name)
         finally:
-            if progress is not None:
-                progress.stop()
+            display.__exit__(None, None, None)
         extra = {"param_digests": self._param_digests()} if self.dist.world > 1 else {}
         self.event("end", status="completed", images_seen=self.images_seen, device_seconds=self.ledger.snapshot(),
                    **extra)
@@ -374,7 +397,7 @@ class Run:
             tdist.barrier()
         record = load_record(self.dir)
         if self.dist.main:
-            atomic_write_json(self.dir / "record.json", record)
+            atomic_write_json(self.dir / "record.json", record, within=self.dir)
         return record
 
     def _agree(self, flag: bool) -> bool:
@@ -443,27 +466,11 @@ class Run:
             return torch.autocast(self.device.type, enabled=False)
         return torch.autocast("cuda", dtype=dtype)
 
-    def _progress(self):
-        if not (self.show_progress and self.dist.main):
-            return None
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("images"),
-                        TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True), transient=True)
-
     # -- evaluation -------------------------------------------------------------------------
     def _evaluate(self) -> None:
         cfg = self.cfg
         net = ConditionedNet(self.ema.model.conditioner, self.ema.model.denoiser, self.dataset.num_classes)
-        if guidance_prepares(self.guidance):
+        if self.guidance.prepares:
             pctx = self.prepare_context(net=net, schedule=self.schedule)
             with self.ledger.phase("prepare", self._sync):
                 self.guidance.prepare(pctx)
@@ -484,10 +491,11 @@ class Run:
                     metrics.update(metric.compute(samples, labels, ref))
                 if acceptance is not None:
                     metrics["acceptance_rate"] = acceptance
-                save_grid(samples, labels, self.dataset.num_classes, self.dir / "samples" / f"{self.images_seen:09d}.png")
-                copy_file(self.dir / "samples" / f"{self.images_seen:09d}.png", self.dir / "samples.png")
+                grid = self.dir / "samples" / f"{self.images_seen:09d}.png"
+                save_grid(samples, labels, self.dataset.num_classes, grid, class_names=self.dataset.class_names)
+                copy_file(grid, self.dir / "samples.png", within=self.dir)
         ev = {"images_seen": self.images_seen, "step": self.step, "device_seconds": self.ledger.snapshot(),
-              "work": self.work(), "metrics": metrics}
+              "work": self.work(), "metrics": metrics, "instruments": self.instruments}
         self.evals.append(ev)
         self.event("eval", **ev)
 

@@ -17,7 +17,7 @@ from protobench.dist import Dist, current_dist, gather_to_main, pick_device
 from protobench.errors import UsageError
 from protobench.interfaces import ConditionedNet
 from protobench.io import atomic_write_bytes
-from protobench.parts import Parts, build_parts, guidance_prepares, prepare_context
+from protobench.parts import Parts, build_parts, prepare_context
 
 
 def to_uint8(x: Tensor) -> Tensor:
@@ -134,7 +134,7 @@ def load_trained(run_dir: Path, registry) -> tuple[Parts, ConditionedNet, dict[s
     run.conditioner.to(run.device).eval()
     run.denoiser.to(run.device).eval()
     net = ConditionedNet(run.conditioner, run.denoiser, run.dataset.num_classes)
-    if guidance_prepares(run.guidance):
+    if run.guidance.prepares:
         run.guidance.prepare(prepare_context(run, show_progress=False, net=net, schedule=run.schedule))
     del state["tensors"]
     return run, net, state

@@ -53,11 +53,6 @@ def prepare_context(parts: Any, show_progress: bool, **extra: Any) -> PrepareCon
     )
 
 
-def guidance_prepares(guidance) -> bool:
-    """Whether a guidance has a `prepare` step of its own (Guidance.prepares, e.g. fitting a classifier)."""
-    return bool(getattr(guidance, "prepares", False))
-
-
 def inception_weights(cfg: RunConfig) -> Path | None:
     """The Inception weights file from the metric option or $PROTOBENCH_INCEPTION_WEIGHTS (None: domain evaluator)."""
     path = cfg.options.get("metric", {}).get("inception_weights") or os.environ.get("PROTOBENCH_INCEPTION_WEIGHTS")

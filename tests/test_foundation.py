@@ -192,8 +192,8 @@ def test_short_real_run_writes_a_valid_record(tmp_path, cache):
     assert record["device"]["type"] == "cpu" and record["device"]["count"] == 1
     assert set(record["device_seconds"]) == {"prepare", "train", "eval"}
     assert [e["images_seen"] for e in record["evals"]] == [256, 512]
-    key = "fid[digits-evaluator]"
-    assert all(math.isfinite(e["metrics"][key]) for e in record["evals"])
+    key = "intra-fid[digits-evaluator]"  # the primary metric: it sees labels
+    assert all(math.isfinite(e["metrics"][k]) for e in record["evals"] for k in (key, "fid[digits-evaluator]"))
     assert record["best"]["metric"] == key
     assert record["best"]["value"] == min(e["metrics"][key] for e in record["evals"])
     run_dir = Path(record["path"])
@@ -214,7 +214,7 @@ def test_short_real_run_writes_a_valid_record(tmp_path, cache):
 def test_toml_config_and_flags(tmp_path, cache):
     toml = tmp_path / "run.toml"
     toml.write_text('budget = 256\neval_every = 256\n[options.denoiser]\nbase_channels = 8\n[options.sampler]\nsteps = 2\n')
-    result = _run(["--config", str(toml), "--eval-samples", "10", "--quiet", "--json", "-o", "lr=1e-3"], tmp_path)
+    result = _run(["--config", str(toml), "--eval-samples", "20", "--quiet", "--json", "-o", "lr=1e-3"], tmp_path)
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout[: result.stdout.rindex("}") + 1])
     assert record["config"]["options"]["sampler"]["steps"] == 2 and record["config"]["lr"] == 1e-3

@@ -166,6 +166,7 @@ class FIDPerClass(FidelityMetric):
     name = "fid-per-class"
     higher_is_better = False
     needs_labels = True
+    min_samples_per_class = 2
 
     def per_class(self, samples: Tensor, labels: Tensor, reference: Reference) -> tuple[str, dict[int, float]]:
         """(extractor label, {class: FID of its samples against its real images})."""

@@ -32,6 +32,8 @@ class Metric:
 
     name: ClassVar[str]
     higher_is_better: ClassVar[bool] = False
+    #: samples each class needs (per-class statistics); the run refuses fewer before it starts
+    min_samples_per_class: ClassVar[int] = 0
 
     def prepare(self, reference: Reference) -> None:  # noqa: B027 - optional hook
         """Optional: build what the metric measures with (train/load the evaluator, real statistics).
