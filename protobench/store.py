@@ -140,7 +140,8 @@ def _with_index(out: Path, work):
             with closing(connect(out)) as conn, conn:
                 return work(conn)
         except sqlite3.Error as exc:
-            if attempt == 2:
+            busy = isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
+            if attempt == 2 or busy:  # a busy index is not a damaged one: never delete it under a writer
                 raise
             warn(f"{index_path(out)} is damaged ({exc}); rebuilding it from the run folders")
             _remove_index(out)
