@@ -160,9 +160,29 @@ def train_stage1(train: DataSplit, test: DataSplit, num_classes: int, image_shap
         accuracy = float((nearest_prototype(features, prototypes) == test.labels.long()).float().mean())
     # how far the codebook moved from its N(0, 1) start (the features do most of the clustering)
     shift = float((prototypes - initial.cpu()).norm() / initial.norm())
+    # machine-independent work, so that a clock in images or FLOPs charges Stage I too
+    images = opts.epochs * steps_per_epoch * bs
     meta = {"test_accuracy": accuracy, "final_loss": value, "steps": opts.epochs * steps_per_epoch,
-            "prototype_shift": shift}
+            "prototype_shift": shift, "work_images": images,
+            "work_flops": images * _train_flops_per_image(model, x_all[:2], y_all[:2], opts)}
     return model.cpu(), features, meta
+
+
+def _train_flops_per_image(model: PrototypeClassifier, x: Tensor, y: Tensor, opts: Stage1Options) -> float:
+    """Forward + backward FLOPs of one Stage-I training image (counted once; no state is changed)."""
+    from protobench.flops import count_flops
+
+    x = x.float().div(127.5).sub(1.0)
+
+    def fwd_bwd() -> None:
+        stage1_loss(model(x), model.prototypes, y, opts.gamma, opts.lam).backward()
+
+    was = model.training
+    model.eval()  # BatchNorm's running statistics stay as trained
+    flops = count_flops(fwd_bwd)
+    model.zero_grad(set_to_none=True)
+    model.train(was)
+    return flops / x.shape[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,7 +216,8 @@ def prototypes_for(ctx: PrepareContext, opts: Stage1Options) -> Stage1Result:
     entry = load_entry(Path(ctx.cache_dir), key)
     if entry is not None:
         tensors, meta, path = entry
-        ctx.charge(meta["device_seconds"])  # the paper counts Stage I in every ProtoDiffusion run
+        # the paper counts Stage I in every ProtoDiffusion run: charged on every clock
+        ctx.charge(meta["device_seconds"], images=meta.get("work_images", 0), flops=meta.get("work_flops", 0))
         return Stage1Result(tensors["prototypes"], meta, path, cache_hit=True)
     start = time.perf_counter()
     model, features, info = train_stage1(ctx.train, ctx.test, ctx.num_classes, tuple(ctx.image_shape), opts, ctx.seed,
@@ -207,6 +228,7 @@ def prototypes_for(ctx: PrepareContext, opts: Stage1Options) -> Stage1Result:
             "dataset_checksum": ctx.dataset_checksum, "num_classes": ctx.num_classes,
             "image_shape": list(ctx.image_shape), "seed": ctx.seed, "options": asdict(opts),
             "version": STAGE1_VERSION, "device": ctx.device.type}
+    ctx.charge(0.0, images=meta["work_images"], flops=meta["work_flops"])  # its seconds the ledger timed
     prototypes = model.prototypes.detach().float().contiguous()
     if int(os.environ.get("RANK", "0")) == 0:
         tensors = {"prototypes": prototypes,
