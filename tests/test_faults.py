@@ -12,6 +12,7 @@ import sqlite3
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -466,6 +467,33 @@ def test_a_run_held_by_another_process_is_refused_and_released_on_kill_9(tmp_pat
     assert RunLock(run_dir).acquire()  # and it was released on leaving the block
 
 
+@pytest.mark.slow
+def test_a_second_process_on_the_same_run_is_refused_in_one_line(tmp_path, protobench_cache_dir):
+    """Two `protobench run` on one --out: the second does not train the run the first one holds."""
+    out = tmp_path / "out"
+    env = {**os.environ, "PROTOBENCH_CACHE": str(protobench_cache_dir), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    argv = [sys.executable, "-m", "protobench", "run", "--budget", "1000000", "--eval-every", "500000",
+            "--eval-samples", "20", "-o", "batch_size=32", "-o", "denoiser.base_channels=8", "-o", "sampler.steps=3",
+            "--quiet", "--out", str(out)]
+    first = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 600
+        while time.time() < deadline and first.poll() is None and not any(
+                e.get("event") == "start" for f in out.glob("runs/*/events.jsonl") for e in read_events(f)):
+            time.sleep(0.1)
+        assert first.poll() is None, "the first run stopped before it started training"
+        second = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+        assert second.returncode == 2, second.stderr
+        lines = _lines(second.stderr)
+        assert len(lines) == 1 and f"is being run by process {first.pid} on " in lines[0], lines
+        (run_dir,) = (out / "runs").iterdir()
+        assert [e["event"] for e in read_events(run_dir / "events.jsonl")].count("start") == 1
+    finally:
+        first.kill()
+        first.wait()
+    assert RunLock(run_dir).acquire()  # the killed holder left no stale lock
+
+
 # ---------------------------------------------------------------------------------------------
 # writes outside the output folder
 
@@ -528,6 +556,6 @@ def test_a_real_run_id_is_accepted(runs, tmp_path):
 
 
 #: faults injected above (each handled): checkpoints 1 + 7 + 1 + 2, events 1, unreadable runs 3, index 3 + 1,
-#: caches 4 kinds × 4 damages, RNG coupling 3, concurrent process 1, symlinks 5 + 1, bad run ids 9
-FAULTS = 1 + len(DAMAGE) + 1 + 2 + 1 + 3 + 3 + 1 + len(CACHES) * len(CACHE_DAMAGE) + 3 + 1 + 5 + 1 + 9
+#: caches 4 kinds × 4 damages, RNG coupling 3, concurrent processes 2, symlinks 5 + 1, bad run ids 9
+FAULTS = 1 + len(DAMAGE) + 1 + 2 + 1 + 3 + 3 + 1 + len(CACHES) * len(CACHE_DAMAGE) + 3 + 2 + 5 + 1 + 9
 
