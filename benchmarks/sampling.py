@@ -1,9 +1,10 @@
 """Evaluation sampler: DDIM-50 against cheaper candidates on one trained digits model, same seeds.
 
-    python -m benchmarks.sampling [--out DIR] [--n 500] [--candidate dpm-solver++:10 ...] [--no-speed | --no-quality]
+    python -m benchmarks.sampling [--out DIR] [--n 500] [--candidate dpm-solver++:10[:spacing=time] ...]
+                                   [--no-speed | --no-quality]
 
 Trains one digits model into --out the first time (`--budget`; reused afterwards). Quality: FID and
-intra-class FID (`fid-per-class` mean; Miyato & Koyama 2018) of `--n` samples on the built-in digits
+intra-class FID (`intra-fid`; Miyato & Koyama 2018) of `--n` samples on the built-in digits
 evaluator, for every sampler with the same seeds (`--seeds`); the spread of DDIM-50's values over those
 seeds is the metric's sampling noise at this n. Scores are kept in DIR/sampling-scores.json, so a timed
 invocation (`/work/timing ... --no-quality` after a `--no-speed` one) only measures speed: images/s with
@@ -25,15 +26,20 @@ from benchmarks._common import alternate, emit, one_thread, progress
 DATASET = "digits"
 BASELINE = "ddim:50"
 CANDIDATES = ["dpm-solver++:8", "dpm-solver++:10", "dpm-solver++:15", "ddim:25"]
-METRICS = ("fid", "fid_per_class")
+METRICS = ("fid", "intra_fid")
 
 
 def trained_run(out: Path, budget: int, quiet: bool) -> Path:
-    """The run folder of one completed digits model under `out` (trained here the first time)."""
+    """The run folder of one completed digits model of `budget` images under `out` (trained here the first
+    time; one trained under older defaults is reused, so that its kept scores are too)."""
     from protobench.config import build_config
     from protobench.engine import Run
     from protobench.plugins import get_registry
 
+    for done in sorted((out / "runs").glob("*/checkpoints/latest.json")):
+        config = json.loads((done.parent.parent / "config.json").read_text())["config"]
+        if config["dataset"] == DATASET and config["budget"] == budget:
+            return done.parent.parent
     registry = get_registry()
     cfg = build_config({"dataset": DATASET, "budget": budget, "eval_every": budget, "eval_samples": 100,
                         "seed": 0}, registry)
@@ -46,6 +52,13 @@ def trained_run(out: Path, budget: int, quiet: bool) -> Path:
     return run_dir
 
 
+def parse_key(key: str) -> tuple[str, dict]:
+    """'dpm-solver++:10' or 'dpm-solver++:10:spacing=time' -> (sampler name, options)."""
+    name, steps, *rest = key.split(":")
+    options = dict(kv.split("=", 1) for kv in rest)
+    return name, {"steps": int(steps), **options}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("/tmp/protobench-bench-sampling"))
@@ -55,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=50, help="samples per timed call")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--candidate", action="append", default=None,
-                        help=f"sampler:steps to try as the default (repeatable; default {', '.join(CANDIDATES)})")
+                        help=f"sampler:steps[:option=value] to try as the default (repeatable; default {', '.join(CANDIDATES)})")
     parser.add_argument("--no-speed", action="store_true", help="only compute (and keep) the FIDs")
     parser.add_argument("--no-quality", action="store_true", help="FIDs from the kept scores only")
     parser.add_argument("--quiet", action="store_true")
@@ -67,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     from protobench.config import build_config, build_metrics
     from protobench.generation import generate, load_trained
     from protobench.interfaces import Reference
-    from protobench.io import atomic_write_json
+    from protobench.io import atomic_write_json, json_digest
     from protobench.paths import cache_dir
     from protobench.plugins import get_registry
 
@@ -76,39 +89,39 @@ def main(argv: list[str] | None = None) -> None:
     run, net, meta = load_trained(run_dir, registry)
     num_classes, image_shape = run.dataset.num_classes, tuple(run.dataset.image_shape)
     keys = [BASELINE, *(args.candidate or CANDIDATES)]
-    samplers = {}
-    for key in keys:
-        name, _, steps = key.rpartition(":")
-        samplers[key] = registry.build("sampler", name, {"steps": int(steps)}, {})
+    samplers = {key: registry.build("sampler", *parse_key(key), {}) for key in keys}
     seeds = [int(s) for s in args.seeds.split(",")]
 
     def draw(sampler, n: int, seed: int):
         return generate(net, run.guidance, sampler, run.schedule, n, num_classes, image_shape, seed=seed,
                         device=run.device, batch_size=args.batch)
 
-    # quality, kept per (model, sampler, n, seed) so that the timed invocation need not sample 500 images
+    # quality, kept per (model, evaluator, sampler, n, seed) so that the timed invocation need not sample
+    cfg = build_config({"dataset": DATASET, "metrics": "fid,intra-fid"}, registry)
+    metrics = build_metrics(cfg, registry, {"num_classes": num_classes, "image_shape": image_shape})
+    reference = Reference(run.dataset, cache_dir(args.out), run.device, seed=0)
+    for metric in metrics:
+        metric.prepare(reference)
+    evaluator = json_digest(metrics[0].instruments(reference), 8)
+
+    def where(key: str, seed: int) -> str:
+        return f"{run_dir.name}|{evaluator}|{key}|n{args.n}|s{seed}"
+
     scores_path = args.out / "sampling-scores.json"
     kept = json.loads(scores_path.read_text()) if scores_path.is_file() else {}
-    missing = [(k, s) for k in keys for s in seeds if f"{run_dir.name}|{k}|n{args.n}|s{s}" not in kept]
+    missing = [(k, s) for k in keys for s in seeds if where(k, s) not in kept]
     if missing and args.no_quality:
         raise SystemExit(f"no kept scores for {missing[0]}: run once without --no-quality first")
-    if missing:
-        cfg = build_config({"dataset": DATASET, "metrics": "fid,fid-per-class"}, registry)
-        metrics = build_metrics(cfg, registry, {"num_classes": num_classes, "image_shape": image_shape})
-        reference = Reference(run.dataset, cache_dir(args.out), run.device, seed=0)
+    for key, seed in missing:
+        images, labels, _ = draw(samplers[key], args.n, seed)
+        values: dict[str, float] = {}
         for metric in metrics:
-            metric.prepare(reference)
-        for key, seed in missing:
-            images, labels, _ = draw(samplers[key], args.n, seed)
-            values: dict[str, float] = {}
-            for metric in metrics:
-                values.update(metric.compute(images, labels, reference))
-            kept[f"{run_dir.name}|{key}|n{args.n}|s{seed}"] = {
-                "fid": next(v for k, v in values.items() if k.startswith("fid[")),
-                "fid_per_class": next(v for k, v in values.items() if k.startswith("fid-per-class[") and "/" not in k)}
-            progress(f"{key} seed {seed}: " + ", ".join(f"{m} {v:.2f}" for m, v in kept[f"{run_dir.name}|{key}|n{args.n}|s{seed}"].items()))
-            atomic_write_json(scores_path, kept)
-    per_seed = {k: {m: [kept[f"{run_dir.name}|{k}|n{args.n}|s{s}"][m] for s in seeds] for m in METRICS} for k in keys}
+            values.update(metric.compute(images, labels, reference))
+        kept[where(key, seed)] = {"fid": next(v for k, v in values.items() if k.startswith("fid[")),
+                                  "intra_fid": next(v for k, v in values.items() if k.startswith("intra-fid["))}
+        progress(f"{key} seed {seed}: " + ", ".join(f"{m} {v:.2f}" for m, v in kept[where(key, seed)].items()))
+        atomic_write_json(scores_path, kept)
+    per_seed = {k: {m: [kept[where(k, s)][m] for s in seeds] for m in METRICS} for k in keys}
     mean = {k: {m: statistics.mean(v) for m, v in per_seed[k].items()} for k in keys}
     noise = {m: max(per_seed[BASELINE][m]) - min(per_seed[BASELINE][m]) for m in METRICS}
     if args.no_speed:
@@ -124,22 +137,24 @@ def main(argv: list[str] | None = None) -> None:
         return fast and all(mean[key][m] <= mean[BASELINE][m] + noise[m] for m in METRICS)
 
     chosen = [key for key in keys[1:] if qualifies(key)]
-    default = min(chosen, key=lambda k: int(k.rpartition(":")[2])) if chosen else None
+    default = min(chosen, key=lambda k: parse_key(k)[1]["steps"]) if chosen else None
     shown = default or keys[1]
     result = {
-        "default_sampler": shown.rpartition(":")[0], "steps": int(shown.rpartition(":")[2]),
+        "default_sampler": parse_key(shown)[0], "steps": parse_key(shown)[1]["steps"],
+        "options": {k: v for k, v in parse_key(shown)[1].items() if k != "steps"},
         "qualifies": default is not None,
         "ddim50_images_per_s": round(images_per_s[BASELINE], 2),
         "default_images_per_s": round(images_per_s[shown], 2),
         "ratio": round(images_per_s[shown] / images_per_s[BASELINE], 3),
         "fid_ddim50": round(mean[BASELINE]["fid"], 3), "fid_default": round(mean[shown]["fid"], 3),
-        "fid_per_class_ddim50": round(mean[BASELINE]["fid_per_class"], 3),
-        "fid_per_class_default": round(mean[shown]["fid_per_class"], 3),
-        "fid_noise": round(noise["fid"], 3), "fid_per_class_noise": round(noise["fid_per_class"], 3),
+        "intra_fid_ddim50": round(mean[BASELINE]["intra_fid"], 3),
+        "intra_fid_default": round(mean[shown]["intra_fid"], 3),
+        "fid_noise": round(noise["fid"], 3), "intra_fid_noise": round(noise["intra_fid"], 3),
         "candidates": {key: {"images_per_s": round(images_per_s[key], 2),
                              "ratio": round(images_per_s[key] / images_per_s[BASELINE], 3),
                              **{m: [round(v, 3) for v in per_seed[key][m]] for m in METRICS}} for key in keys},
-        "n": args.n, "seeds": seeds, "model": {"run_id": run_dir.name, "images_seen": meta["images_seen"]},
+        "n": args.n, "seeds": seeds, "evaluator": evaluator,
+        "model": {"run_id": run_dir.name, "images_seen": meta["images_seen"]},
         "device": str(run.device), "threads": torch.get_num_threads(),
     }
     emit(result)

@@ -282,7 +282,7 @@ def _run_parallel(combos, fixed, registry, out: Path, sid: str, processes: int, 
     results: dict[int, dict[str, Any]] = {}
     todo: list[Job] = []
     index_of: dict[int, int] = {}
-    instruments: dict[str, Any] = {}
+    instruments: dict[str, list[Any]] = {}
     for i, combo in enumerate(combos):
         label = describe(combo)
         try:
@@ -308,14 +308,19 @@ def _run_parallel(combos, fixed, registry, out: Path, sid: str, processes: int, 
         # one copy of each measuring instrument (evaluator, real statistics) before the jobs start, not one each
         key = json.dumps([cfg.dataset, cfg.options.get("dataset"), cfg.metrics, cfg.options.get("metric"),
                           cfg.data_root], sort_keys=True, default=str)
-        instruments.setdefault(key, cfg)
+        instruments.setdefault(key, []).append(cfg)
     if todo:
         apply_threads(params.get("threads"))
-        for cfg in instruments.values():
-            c.print(f"preparing the measuring instruments for {cfg.dataset} ({', '.join(cfg.metrics)}) ...")
-            run = Run(cfg, registry, out, show_progress=show)
-            run.build()
-            run.prepare_instruments()
+        for cfgs in instruments.values():
+            c.print(f"preparing the measuring instruments for {cfgs[0].dataset} ({', '.join(cfgs[0].metrics)}) ...")
+            for cfg in cfgs:  # the first combination that builds (one that refuses its options says so in its job)
+                run = Run(cfg, registry, out, show_progress=show)
+                try:
+                    run.build()
+                except UsageError:
+                    continue
+                run.prepare_instruments()
+                break
         c.print(f"running {len(todo)} combinations, {processes} at a time, "
                 f"{params.get('threads') or 'one'} thread(s) each")
     manifest_path = out / "sweeps" / f"{sid}.json"
@@ -327,10 +332,13 @@ def _run_parallel(combos, fixed, registry, out: Path, sid: str, processes: int, 
         except Exception as exc:  # an unreadable run folder is reported, the sweep goes on
             record = {"run_id": job.cfg.run_id(), "status": "failed", "error": f"unreadable run: {exc}",
                       "combination": None, "config": job.cfg.to_dict(), "evals": [], "best": None}
-        if record is None:
+        if record is None:  # refused before its record existed (a plugin option, --data-root): say why
             log = job.run_dir / "job.log"
+            lines = log.read_text(errors="replace").splitlines() if log.is_file() else []
+            said = [line[len("error: "):] for line in lines if line.startswith("error: ")]
             record = {"run_id": job.cfg.run_id(), "status": "failed", "combination": None, "evals": [], "best": None,
-                      "config": job.cfg.to_dict(), "error": f"the job exited with code {rc} before it started; see {log}"}
+                      "config": job.cfg.to_dict(),
+                      "error": said[-1] if said else f"the job exited with code {rc} before it started; see {log}"}
         elif record["status"] == "running" and rc != 0:
             record = {**record, "status": "failed", "error": f"the job exited with code {rc}; see {job.run_dir / 'job.log'}"}
         results[index_of[id(job)]] = record

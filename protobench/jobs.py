@@ -97,6 +97,7 @@ def child_main(argv: list[str] | None = None) -> int:
     apply_threads(args.threads)
     from protobench.config import RunConfig
     from protobench.engine import Run
+    from protobench.errors import UsageError
     from protobench.plugins import get_registry
 
     cfg = RunConfig.from_dict(json.loads(args.config_json.read_text()))
@@ -104,6 +105,9 @@ def child_main(argv: list[str] | None = None) -> int:
         record = Run(cfg, get_registry(), args.out, show_progress=False).execute()
     except KeyboardInterrupt:
         return 130
+    except UsageError as exc:  # refused before the run held a record: the parent reads this line of job.log
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
     except Exception:  # recorded in the run's events; the parent reads the record
         return 1
     return 0 if record["status"] == "completed" else 1
