@@ -387,6 +387,21 @@ def test_damaged_cache_entry_is_named_and_rebuilt_to_the_same_contents(tiny, tmp
     assert cache.lookup(root, kind, entry.name) is not None  # the rebuilt entry verifies
 
 
+def test_processes_building_one_cache_entry_at_once_leave_one_good_entry(tmp_path):
+    code = ("import sys, torch\nfrom protobench import cache\n"
+            "for i in range(20):\n"
+            "    cache.save_tensors(sys.argv[1], 'k', 'same', {'x': torch.arange(100000.0)}, {'by': 'any'})\n"
+            "    assert cache.load_tensors(sys.argv[1], 'k', 'same') is not None\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stderr=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], errors
+    assert not any("damaged" in e for e in errors), errors
+    tensors, meta, path = cache.load_tensors(tmp_path, "k", "same")
+    assert torch.equal(tensors["x"], torch.arange(100000.0)) and meta == {"by": "any"}
+    assert sorted(p.name for p in (tmp_path / "k").iterdir()) == ["same"]  # no temporary folders left
+
+
 def test_evaluator_training_is_deterministic_and_draws_nothing_from_the_global_rng(tiny, tmp_path):
     from protobench_metrics.evaluator import train_evaluator, weights_digest
 
@@ -556,6 +571,6 @@ def test_a_real_run_id_is_accepted(runs, tmp_path):
 
 
 #: faults injected above (each handled): checkpoints 1 + 7 + 1 + 2, events 1, unreadable runs 3, index 3 + 1,
-#: caches 4 kinds × 4 damages, RNG coupling 3, concurrent processes 2, symlinks 5 + 1, bad run ids 9
-FAULTS = 1 + len(DAMAGE) + 1 + 2 + 1 + 3 + 3 + 1 + len(CACHES) * len(CACHE_DAMAGE) + 3 + 2 + 5 + 1 + 9
+#: caches 4 kinds × 4 damages + concurrent builders 1, RNG coupling 3, concurrent processes 2, symlinks 5 + 1, bad run ids 9
+FAULTS = 1 + len(DAMAGE) + 1 + 2 + 1 + 3 + 3 + 1 + len(CACHES) * len(CACHE_DAMAGE) + 1 + 3 + 2 + 5 + 1 + 9
 
