@@ -109,7 +109,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="evaluator and real-feature cache (default: $PROTOBENCH_CACHE or protobench-runs/cache)")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    cache = args.cache or Path(os.environ.get("PROTOBENCH_CACHE", Path("protobench-runs") / "cache"))
+    from protobench.paths import cache_dir, default_out
+
+    cache = args.cache or cache_dir(default_out())  # where runs keep their evaluators: trained once, shared
     results = {}
     for name in [d.strip() for d in args.datasets.split(",") if d.strip()]:
         results[name] = measure(name, cache)
