@@ -518,17 +518,21 @@ class Run:
     def _checkpoint(self) -> str | None:
         """Save the training state (atomic, checksummed); the file's name on the main process."""
         ckpt_dir = self.dir / "checkpoints"
-        tag = f"step-{self.step:08d}"
-        if self._deepspeed_owns_optimizer():  # a collective: every rank writes its shard
-            self.engine.save_checkpoint(str(ckpt_dir / "deepspeed"), tag=tag, save_latest=False)
+        opt_tensors: dict[str, Tensor] = {}
+        opt_meta: dict[str, Any] = {}
+        if self._deepspeed_owns_optimizer():
+            # ZeRO shards or DeepSpeed's bf16/fp16 optimizer: gathered into whole fp32 tensors (a collective, every
+            # rank), saved in the one safetensors file like any other state; nothing pickled
+            from protobench.distributed import consolidated_optimizer_state
+
+            opt_tensors, opt_meta = consolidated_optimizer_state(self.engine)
         if not self.dist.main:
             return None
         model = self.engine.module if self.engine is not None else self.model
         tensors = {**prefixed("model", model.state_dict()), **prefixed("ema", self.ema.model.state_dict())}
-        opt_meta: dict[str, Any] = {"deepspeed_tag": tag}
         if not self._deepspeed_owns_optimizer():
             opt_tensors, opt_meta = flatten_optimizer(self.optimizer.state_dict())
-            tensors.update(opt_tensors)
+        tensors.update(opt_tensors)
         tensors["rng.train"] = self.train_gen.get_state()
         tensors["rng.torch"] = torch.get_rng_state()
         name = save_checkpoint(ckpt_dir, self.step, tensors, {
@@ -548,7 +552,15 @@ class Run:
         model.load_state_dict(strip("model", tensors))
         self.ema.model.load_state_dict(strip("ema", tensors))
         self.ema.updates = state["ema_updates"]
-        if "deepspeed_tag" in state["optimizer"]:
+        if state["optimizer"].get("consolidated") == "deepspeed":
+            if not self._deepspeed_owns_optimizer():
+                raise UsageError("this checkpoint's optimizer state is DeepSpeed's (ZeRO or bf16/fp16); resume it "
+                                 "with --gpus > 1 and the same precision (any zero_stage 1/2, any number of processes)")
+            from protobench.distributed import load_consolidated_optimizer_state
+
+            load_consolidated_optimizer_state(self.engine, {k: v for k, v in tensors.items() if k.startswith("optim.")},
+                                              state["optimizer"])
+        elif "deepspeed_tag" in state["optimizer"]:  # checkpoints from before the consolidated format
             if not self._deepspeed_owns_optimizer():
                 raise UsageError("this checkpoint's optimizer state was saved by DeepSpeed (ZeRO or bf16/fp16); "
                                  "resume it with the same --gpus, zero_stage and precision")
