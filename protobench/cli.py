@@ -102,13 +102,13 @@ def run_options(f):
         click.option("--conditioner", default=None, help="Conditioner plugin (default: random)."),
         click.option("--denoiser", default=None, help="Denoiser plugin (default: unet)."),
         click.option("--guidance", default=None, help="Guidance plugin (default: cfg)."),
-        click.option("--sampler", default=None, help="Sampler plugin (default: ddim)."),
-        click.option("--metric", "metrics", multiple=True, help="Metric plugin(s) (default: fid)."),
+        click.option("--sampler", default=None, help="Sampler plugin (default: dpm-solver++)."),
+        click.option("--metric", "metrics", multiple=True, help="Metric plugin(s) (default: intra-fid, fid, class-accuracy)."),
         click.option("--seed", default=None, help="Seed (default 0)."),
         # the shown defaults are the default dataset's (digits); another dataset's presets replace them
-        click.option("--budget", default="100k", show_default=True,
+        click.option("--budget", default="24k", show_default=True,
                      help="Training budget in images seen (e.g. 30000 or 30k); other datasets preset their own."),
-        click.option("--eval-every", default="25k", show_default=True,
+        click.option("--eval-every", default="6k", show_default=True,
                      help="Images seen between evaluations; other datasets preset their own."),
         click.option("--eval-samples", default="500", show_default=True,
                      help="Samples drawn per evaluation; other datasets preset their own."),
@@ -186,16 +186,27 @@ def collect_user(params: dict[str, Any]) -> dict[str, Any]:
 @click.option("--resume", "resume_id", default=None, help="Resume run RUN_ID from its last checkpoint.")
 def run(resume_id: str | None, **params: Any) -> None:
     """Train and evaluate one combination."""
-    from protobench.config import RunConfig, build_config, check_out
+    from protobench.config import build_config, check_out
     from protobench.plugins import get_registry
 
     registry = get_registry()
     out = resolve_out(params["out"])
     if resume_id:
-        cfg_path = out / "runs" / resume_id / "config.json"
+        from protobench.io import run_path
+
+        cfg_path = run_path(out, resume_id) / "config.json"  # a run id is a name, never a path
         if not cfg_path.exists():
             raise UsageError(f"no run {resume_id!r} under {out / 'runs'} (missing {cfg_path})")
-        cfg = RunConfig.from_dict(json.loads(cfg_path.read_text())["config"])
+        try:
+            saved = json.loads(cfg_path.read_text())["config"]
+            # the saved config is checked like a new one: a tampered file is refused before anything is written
+            cfg = build_config({k: v for k, v in saved.items() if k != "options" and v is not None} | {
+                f"{kind}.{k}": v for kind, opts in (saved.get("options") or {}).items() for k, v in opts.items()},
+                registry)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise UsageError(f"{cfg_path}: not a readable run config ({type(exc).__name__}: {exc})") from None
+        if cfg.run_id() != resume_id:
+            raise UsageError(f"{cfg_path}: its config no longer matches run {resume_id} (edited?); not resumed")
     else:
         cfg = build_config(collect_user(params), registry)
     check_out(out)

@@ -41,7 +41,7 @@ def add_commands(main: click.Group) -> None:
         if done:  # the sweep's own runs, ranked the way `protobench report` ranks them
             for part in render_rows(build_rows(done), title="protobench sweep"):
                 console().print(part)
-        if any(r["status"] != "completed" for r in records):
+        if any(r["status"] == "failed" for r in records):
             sys.exit(1)
 
     @main.command()
@@ -165,6 +165,7 @@ def run_sweep(params: dict[str, Any]) -> list[dict[str, Any]]:
     from protobench.config import build_config
     from protobench.errors import UsageError
     from protobench.io import atomic_write_json
+    from protobench.locks import RunLocked
     from protobench.plugins import get_registry
     from protobench.sweep import (
         AXES,
@@ -230,35 +231,37 @@ def run_sweep(params: dict[str, Any]) -> list[dict[str, Any]]:
                 except KeyboardInterrupt:
                     store.index_run(out, run_dir)
                     raise
+                except RunLocked as exc:  # another process (a second sweep) is running it: skipped, not failed
+                    record = {**(store.index_run(out, run_dir) or {}), "status": "skipped", "error": str(exc)}
                 except Exception as exc:  # one combination failing must not stop the others
                     error = str(exc) if isinstance(exc, UsageError) else f"{type(exc).__name__}: {exc}"
-                record = store.index_run(out, run_dir) or record
+                if record is None or record.get("status") != "skipped":
+                    record = store.index_run(out, run_dir) or record
             if record is None:
                 record = {"run_id": None, "status": "failed", "error": error, "combination": None, "config": combo,
                           "evals": [], "best": None}
             results.append(record)
             manifest.append({"combo": combo, "run_id": record["run_id"], "status": record["status"],
                              "error": record.get("error")})
-            best = record.get("best")
-            mark = {"completed": "[green]done[/green]", "failed": "[red]failed[/red]"}.get(record["status"], record["status"])
-            line = f"{mark} {escape(label)}"
-            if best:
-                line += f"  best {escape(best['metric'])} {best['value']:.3f}"
-            if record["status"] != "completed" and record.get("error"):
-                line += f"  [red]{escape(str(record['error']))}[/red]"
-            progress.console.print(line)
+            progress.console.print(_done_line(record, label))
             progress.advance(overall)
             atomic_write_json(out / "sweeps" / f"{sid}.json", {"sweep_id": sid, "fixed": fixed, "runs": manifest})
-    failed = sum(r["status"] != "completed" for r in results)
-    c.print(f"sweep {sid}: {len(results) - failed} completed, {failed} failed; `protobench report --out {out}`")
+    c.print(_summary(sid, results, out))
     return results
+
+
+def _summary(sid: str, results: list[dict[str, Any]], out: Path) -> str:
+    counts = {k: sum(r["status"] == k for r in results) for k in ("completed", "failed", "skipped")}
+    held = f", {counts['skipped']} skipped (held by another process)" if counts["skipped"] else ""
+    return f"sweep {sid}: {counts['completed']} completed, {counts['failed']} failed{held}; " \
+           f"`protobench report --out {out}`"
 
 
 def _done_line(record: dict[str, Any], label: str) -> str:
     from rich.markup import escape
 
     best = record.get("best")
-    mark = {"completed": "[green]done[/green]", "failed": "[red]failed[/red]"}.get(record["status"], record["status"])
+    mark = {"completed": "[green]done[/green]", "failed": "[red]failed[/red]", "skipped": "[yellow]skipped[/yellow]"}.get(record["status"], record["status"])
     line = f"{mark} {escape(label)}"
     if best:
         line += f"  best {escape(best['metric'])} {best['value']:.3f}"
@@ -340,7 +343,13 @@ def _run_parallel(combos, fixed, registry, out: Path, sid: str, processes: int, 
                       "config": job.cfg.to_dict(),
                       "error": said[-1] if said else f"the job exited with code {rc} before it started; see {log}"}
         elif record["status"] == "running" and rc != 0:
-            record = {**record, "status": "failed", "error": f"the job exited with code {rc}; see {job.run_dir / 'job.log'}"}
+            log = job.run_dir / "job.log"
+            said = [line[len("error: "):] for line in log.read_text(errors="replace").splitlines()
+                    if line.startswith("error: ")] if log.is_file() else []
+            if said and "is being run by" in said[-1]:  # another process (a second sweep) holds it: skipped
+                record = {**record, "status": "skipped", "error": said[-1]}
+            else:
+                record = {**record, "status": "failed", "error": f"the job exited with code {rc}; see {log}"}
         results[index_of[id(job)]] = record
         c.print(_done_line(record, job.label))
         manifest = [{"combo": combos[i], "run_id": r["run_id"], "status": r["status"], "error": r.get("error")}
@@ -349,6 +358,5 @@ def _run_parallel(combos, fixed, registry, out: Path, sid: str, processes: int, 
 
     run_parallel(todo, out, processes, params.get("threads"), on_done, show=show, console=c)
     ordered = [results[i] for i in sorted(results)]
-    failed = sum(r["status"] != "completed" for r in ordered)
-    c.print(f"sweep {sid}: {len(ordered) - failed} completed, {failed} failed; `protobench report --out {out}`")
+    c.print(_summary(sid, ordered, out))
     return ordered

@@ -21,7 +21,7 @@ class RunConfig:
     conditioner: str = "random"
     denoiser: str = "unet"
     guidance: str = "cfg"
-    sampler: str = "ddim"
+    sampler: str = "dpm-solver++"  # 10 steps: DDIM-50's FID at 4.2x its speed (benchmarks/sampling.py)
     metrics: tuple[str, ...] = ("intra-fid", "fid", "class-accuracy")
     #: the headline the report ranks by: intra-class FID sees labels (FID does not); computed in `metrics`
     primary_metric: str = "intra-fid"

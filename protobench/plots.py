@@ -79,4 +79,5 @@ def plot_samples(run_dir: Path, output: Path, per_class: int = 10) -> None:
         samples, labels, _ = generate(net, run.guidance, run.sampler, run.schedule, labels.numel(), num_classes,
                                       tuple(run.dataset.image_shape), seed=cfg.seed + 54321, device=run.device,
                                       labels=labels)
-    save_grid(samples, labels, num_classes, Path(output), per_class=per_class)
+    save_grid(samples, labels, num_classes, Path(output), per_class=per_class,
+              class_names=tuple(run.dataset.class_names))

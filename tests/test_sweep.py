@@ -107,4 +107,5 @@ def test_failing_combination_is_recorded_others_finish_and_rerun_skips(tmp_path,
                               done[0]["run_id"], "--output", str(grid)], env=env, capture_output=True, text=True,
                              timeout=300)
     assert samples.returncode == 0, samples.stderr
-    assert Image.open(grid).size == (10 * 64, 10 * 64)  # 10 classes × 10 samples of 8×8, shown 8× larger
+    # 10 classes × 10 samples of 8×8 shown 8× larger, 2-pixel gaps, a 64-pixel label margin
+    assert Image.open(grid).size == (64 + 10 * 64 + 11 * 2, 10 * 64 + 11 * 2)
