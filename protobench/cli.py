@@ -108,9 +108,9 @@ def run_options(f):
         # the shown defaults are the default dataset's (digits); another dataset's presets replace them
         click.option("--budget", default="24k", show_default=True,
                      help="Training budget in images seen (e.g. 30000 or 30k); other datasets preset their own."),
-        click.option("--eval-every", default="6k", show_default=True,
+        click.option("--eval-every", default="8k", show_default=True,
                      help="Images seen between evaluations; other datasets preset their own."),
-        click.option("--eval-samples", default="500", show_default=True,
+        click.option("--eval-samples", default="400", show_default=True,
                      help="Samples drawn per evaluation; other datasets preset their own."),
         click.option("--data-root", default=None, help="Folder holding the dataset (or $PROTOBENCH_DATA_ROOT)."),
         click.option("-o", "overrides", multiple=True, metavar="KEY=VALUE",
