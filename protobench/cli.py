@@ -106,9 +106,9 @@ def run_options(f):
         click.option("--metric", "metrics", multiple=True, help="Metric plugin(s) (default: intra-fid, fid, class-accuracy)."),
         click.option("--seed", default=None, help="Seed (default 0)."),
         # the shown defaults are the default dataset's (digits); another dataset's presets replace them
-        click.option("--budget", default="24k", show_default=True,
+        click.option("--budget", default="19.2k", show_default=True,
                      help="Training budget in images seen (e.g. 30000 or 30k); other datasets preset their own."),
-        click.option("--eval-every", default="8k", show_default=True,
+        click.option("--eval-every", default="6.4k", show_default=True,
                      help="Images seen between evaluations; other datasets preset their own."),
         click.option("--eval-samples", default="400", show_default=True,
                      help="Samples drawn per evaluation; other datasets preset their own."),

@@ -115,13 +115,16 @@ def evaluate_file(samples: Path, dataset_name: str, metric_names: tuple[str, ...
         "metric_seconds": seconds, "prepare_seconds": prepare_seconds, "device": device_info(device, 1),
         "inception_weights": str(inception_weights) if inception_weights else None,
     }
-    if any(k.endswith("-evaluator]") or "-evaluator]/" in k for k in values):
-        try:  # the built-in metrics plugin's evaluator: report how good the measuring instrument is
-            from protobench_metrics.extractors import domain_evaluator
-
-            record["evaluator"] = {"test_accuracy": domain_evaluator(reference)[1]["test_accuracy"]}
-        except ImportError:
-            pass
+    # the measuring instruments, through the metric interface: their digests, and how good each one is
+    instruments: dict[str, str] = {}
+    details: dict[str, dict] = {}
+    for _name, metric in metrics:
+        instruments.update(metric.instruments(reference))
+        details.update(metric.instrument_details(reference))
+    record["instruments"] = instruments
+    evaluator = next((d for label, d in details.items() if label.endswith("-evaluator")), None)
+    if evaluator is not None:
+        record["evaluator"] = evaluator
     return record
 
 

@@ -250,6 +250,27 @@ def run_sweep(params: dict[str, Any]) -> list[dict[str, Any]]:
     return results
 
 
+def _spread(jobs: list[Any]) -> list[Any]:
+    """Within each (dataset, seed), interleave the second and the first half of the arms.
+
+    Neighbours in a sweep's order often share a cached prepare step (proto-frozen and proto-unfrozen share
+    Stage I): run side by side both would compute it, spread apart the second finds it in the cache. The arms
+    listed last (in the default sweep, those with a prepare step) start first, so that two jobs at a time
+    finish together (measured on the default sweep: 150 s vs 181 s per seed when they started second)."""
+    groups: dict[tuple, list[Any]] = {}
+    for job in jobs:
+        groups.setdefault((job.cfg.dataset, job.cfg.seed), []).append(job)
+    ordered: list[Any] = []
+    for group in groups.values():
+        half = len(group) // 2
+        first, second = group[half:], group[:half]
+        for i, job in enumerate(first):
+            ordered.append(job)
+            if i < len(second):
+                ordered.append(second[i])
+    return ordered
+
+
 def _summary(sid: str, results: list[dict[str, Any]], out: Path) -> str:
     counts = {k: sum(r["status"] == k for r in results) for k in ("completed", "failed", "skipped")}
     held = f", {counts['skipped']} skipped (held by another process)" if counts["skipped"] else ""
@@ -274,10 +295,9 @@ def _run_parallel(combos, fixed, registry, out: Path, sid: str, processes: int, 
     """Each combination in its own process, `processes` at a time; finished ones are skipped."""
     from protobench import store
     from protobench.config import build_config
-    from protobench.engine import Run
     from protobench.errors import UsageError
     from protobench.io import atomic_write_json
-    from protobench.jobs import Job, apply_threads, run_parallel
+    from protobench.jobs import Job, apply_threads, prepare_instruments, run_parallel
     from protobench.records import load_record
     from protobench.sweep import describe
 
@@ -316,14 +336,7 @@ def _run_parallel(combos, fixed, registry, out: Path, sid: str, processes: int, 
         apply_threads(params.get("threads"))
         for cfgs in instruments.values():
             c.print(f"preparing the measuring instruments for {cfgs[0].dataset} ({', '.join(cfgs[0].metrics)}) ...")
-            for cfg in cfgs:  # the first combination that builds (one that refuses its options says so in its job)
-                run = Run(cfg, registry, out, show_progress=show)
-                try:
-                    run.build()
-                except UsageError:
-                    continue
-                run.prepare_instruments()
-                break
+            prepare_instruments(cfgs, registry, out, show)
         c.print(f"running {len(todo)} combinations, {processes} at a time, "
                 f"{params.get('threads') or 'one'} thread(s) each")
     manifest_path = out / "sweeps" / f"{sid}.json"
@@ -356,7 +369,7 @@ def _run_parallel(combos, fixed, registry, out: Path, sid: str, processes: int, 
                     for i, r in sorted(results.items())]
         atomic_write_json(manifest_path, {"sweep_id": sid, "fixed": fixed, "runs": manifest})
 
-    run_parallel(todo, out, processes, params.get("threads"), on_done, show=show, console=c)
+    run_parallel(_spread(todo), out, processes, params.get("threads"), on_done, show=show, console=c)
     ordered = [results[i] for i in sorted(results)]
     c.print(_summary(sid, ordered, out))
     return ordered

@@ -523,7 +523,7 @@ class Run:
         if self._deepspeed_owns_optimizer():
             # ZeRO shards or DeepSpeed's bf16/fp16 optimizer: gathered into whole fp32 tensors (a collective, every
             # rank), saved in the one safetensors file like any other state; nothing pickled
-            from protobench.distributed import consolidated_optimizer_state
+            from protobench.dist import consolidated_optimizer_state
 
             opt_tensors, opt_meta = consolidated_optimizer_state(self.engine)
         if not self.dist.main:
@@ -556,7 +556,7 @@ class Run:
             if not self._deepspeed_owns_optimizer():
                 raise UsageError("this checkpoint's optimizer state is DeepSpeed's (ZeRO or bf16/fp16); resume it "
                                  "with --gpus > 1 and the same precision (any zero_stage 1/2, any number of processes)")
-            from protobench.distributed import load_consolidated_optimizer_state
+            from protobench.dist import load_consolidated_optimizer_state
 
             load_consolidated_optimizer_state(self.engine, {k: v for k, v in tensors.items() if k.startswith("optim.")},
                                               state["optimizer"])

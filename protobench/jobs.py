@@ -81,6 +81,22 @@ def apply_threads(threads: int | None) -> int:
     return torch.get_num_threads()
 
 
+def prepare_instruments(cfgs: list[Any], registry, out: Path, show: bool) -> None:
+    """Build the measuring instruments (evaluator, real statistics) once, in this process, before the jobs that
+    share them start: with the first of `cfgs` that builds (one that refuses its options says so in its job)."""
+    from protobench.engine import Run
+    from protobench.errors import UsageError
+
+    for cfg in cfgs:
+        run = Run(cfg, registry, out, show_progress=show)
+        try:
+            run.build()
+        except UsageError:
+            continue
+        run.prepare_instruments()
+        return
+
+
 # ---------------------------------------------------------------------------------------------
 # the child: one run, no display
 

@@ -68,7 +68,7 @@ def test_q_sample_and_x0_from_eps_are_inverse():
 def test_presets_sit_under_user_overrides():
     reg = get_registry()
     cfg = build_config({}, reg)
-    assert cfg.batch_size == 128 and cfg.budget == 100_000  # digits presets
+    assert cfg.batch_size == 128 and cfg.budget == 19_200 and cfg.lr == 3e-3  # digits presets
     cfg = build_config({"batch_size": "64", "denoiser.base_channels": "16", "denoiser.channel_mult": "1,2,2"}, reg)
     assert cfg.batch_size == 64
     assert cfg.options["denoiser"]["base_channels"] == 16

@@ -22,7 +22,8 @@ T_975_DF1 = 12.706204736174707
 
 
 def make_run(out: Path, conditioner: str, seed: int, fids: list[float], train_hours: list[float],
-             prepare_hours: float = 0.0, device: str = "cpu", budget: int = 3000) -> dict:
+             prepare_hours: float = 0.0, device: str = "cpu", budget: int = 3000, prepare_images: int = 0,
+             work: bool = True) -> dict:
     """A finished run folder written the way the engine writes one: config.json + events.jsonl."""
     cfg = RunConfig(conditioner=conditioner, seed=seed, budget=budget, eval_every=budget // len(fids))
     run_dir = out / "runs" / cfg.run_id()
@@ -37,8 +38,12 @@ def make_run(out: Path, conditioner: str, seed: int, fids: list[float], train_ho
     seconds = {}
     for i, (fid, hours) in enumerate(zip(fids, train_hours, strict=True)):
         seconds = {"prepare": prepare_hours * 3600, "train": hours * 3600, "eval": 10.0 * (i + 1)}
-        append_event(events, {"event": "eval", "images_seen": (i + 1) * cfg.eval_every, "step": i + 1,
-                              "device_seconds": seconds, "metrics": {"fid[digits-evaluator]": fid}})
+        seen = (i + 1) * cfg.eval_every
+        # machine-independent work as the engine records it: 1 GFLOP per training image, 2 per Stage-I image
+        done = {"images": {"prepare": prepare_images, "train": seen},
+                "flops": {"prepare": 2e9 * prepare_images, "train": 1e9 * seen}}
+        append_event(events, {"event": "eval", "images_seen": seen, "step": i + 1, "device_seconds": seconds,
+                              "metrics": {"fid[digits-evaluator]": fid}, **({"work": done} if work else {})})
     append_event(events, {"event": "end", "status": "completed", "device_seconds": seconds})
     return load_record(run_dir)
 
@@ -196,3 +201,36 @@ def test_rows_sharing_their_plugins_are_told_apart_by_the_settings_that_differ(t
     variants = sorted(r["variant"] for r in rows if r["conditioner"] == "random")
     assert variants == ["budget=3000 eval_every=1500", "budget=4000 eval_every=2000"]
     assert next(r for r in rows if r["conditioner"] == "none")["variant"] == ""
+
+
+def test_clock_images_and_flops_charge_prepare_and_rank_by_work(tmp_path):
+    # random: budget 3000 in 3 evaluations of 1000 images; best at 2000, 3000, 3000 images
+    make_run(tmp_path, "random", 0, [40, 20, 25], [1, 2, 3])
+    make_run(tmp_path, "random", 1, [40, 30, 22], [1, 2, 3])
+    make_run(tmp_path, "random", 2, [40, 30, 24], [1, 2, 3])
+    # proto-like: 500 Stage-I images charged; best at 1000, 2000, 2000 images
+    for seed, fids in enumerate([[21, 25, 26], [23, 18, 19], [25, 21, 30]]):
+        make_run(tmp_path, "none", seed, fids, [0.5, 1.5, 2.5], prepare_hours=0.5, prepare_images=500)
+    rows = {r["conditioner"]: r for r in build_rows(records(tmp_path), clock="images")}
+    assert rows["random"]["clock_unit"] == "images"
+    assert rows["random"]["to_best"]["mean"] == pytest.approx(8000 / 3)
+    assert rows["none"]["to_best"]["mean"] == pytest.approx(500 + 5000 / 3)
+    assert rows["none"]["prepare"]["mean"] == pytest.approx(500)
+    # target 24 (the worst of random's bests): random at 2000, 3000, 3000; none at 1500, 1500, 2500
+    assert rows["none"]["to_target"]["mean"] == pytest.approx(5500 / 3)
+    assert rows["none"]["speedup_vs_baseline"] == pytest.approx((8000 / 3) / (5500 / 3))
+    flops = {r["conditioner"]: r for r in build_rows(records(tmp_path), clock="flops")}
+    assert flops["none"]["clock_unit"] == "TFLOP"
+    assert flops["none"]["prepare"]["mean"] == pytest.approx(500 * 2e9 / 1e12)  # Stage I charged in FLOPs too
+    # device-hours stay in every row, whatever the clock
+    assert flops["none"]["device_hours_to_best"] == rows["none"]["device_hours_to_best"]
+    result = CliRunner().invoke(main, ["report", "--out", str(tmp_path), "--clock", "images"])
+    assert result.exit_code == 0, result.output
+    assert "images" in result.output
+
+
+def test_a_clock_that_older_runs_did_not_record_is_one_line(tmp_path):
+    make_run(tmp_path, "random", 0, [40, 20], [1, 2], work=False)
+    result = CliRunner().invoke(main, ["report", "--out", str(tmp_path), "--clock", "flops"])
+    assert result.exit_code == 2
+    assert result.output.strip().startswith("error: --clock flops") and len(result.output.strip().splitlines()) == 1

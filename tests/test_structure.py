@@ -11,8 +11,6 @@ PLUGINS = ROOT / "plugins"
 
 #: back-edges issue 14 names that are still being removed; each must still exist (so the list shrinks to empty)
 PENDING = {
-    ("protobench.cli_results", "protobench.engine"),  # the parallel sweep should start runs through cli.execute/jobs
-    ("protobench.cli_eval", "protobench_metrics.extractors"),  # should go through the registry
 }
 
 

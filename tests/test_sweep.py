@@ -109,3 +109,18 @@ def test_failing_combination_is_recorded_others_finish_and_rerun_skips(tmp_path,
     assert samples.returncode == 0, samples.stderr
     # 10 classes × 10 samples of 8×8 shown 8× larger, 2-pixel gaps, a 64-pixel label margin
     assert Image.open(grid).size == (64 + 10 * 64 + 11 * 2, 10 * 64 + 11 * 2)
+
+
+def test_parallel_sweep_spreads_arms_that_share_a_prepare_step():
+    """proto-frozen and proto-unfrozen of a seed share Stage I: run side by side both would compute it."""
+    from types import SimpleNamespace
+
+    from protobench.cli_results import _spread
+
+    jobs = [SimpleNamespace(cfg=SimpleNamespace(dataset="digits", seed=s, conditioner=c), name=f"{c}{s}")
+            for s in (0, 1) for c in ("none", "random", "proto-frozen", "proto-unfrozen")]
+    order = [j.name for j in _spread(jobs)]
+    assert sorted(order) == sorted(j.name for j in jobs)
+    assert order[:4] == ["proto-frozen0", "none0", "proto-unfrozen0", "random0"]
+    for a, b in zip(order, order[1:], strict=False):  # two jobs at a time: never the two proto arms of a seed
+        assert {a[:-1], b[:-1]} != {"proto-frozen", "proto-unfrozen"} or a[-1] != b[-1]

@@ -15,17 +15,17 @@ class DigitsDataset(Dataset):
     image_shape = (1, 8, 8)
     # The embedded default benchmark, chosen by measurement on a 2-core CPU (README, "The default benchmark"):
     # - a step costs nearly the same at batch 64 and 128 here (a fixed ~0.2 s of small kernels), and quality
-    #   follows the number of steps: batch 128, lr 3e-3 reach intra-FID ~7 in 188 steps (24k images); the
+    #   follows the number of steps: batch 128, lr 3e-3 reach intra-FID ~16 in 141 steps and ~7 in 188; the
     #   paper's lr 2e-4 (for its 26M-parameter U-Net; this one has 1M) was at ~30 after 40k images;
-    # - evaluated every 8k images with 400 samples (40 per class) by DPM-Solver++(2M), 10 steps: 4 arms x
-    #   3 seeds then run in about 10 minutes as two one-thread jobs;
+    # - 150 steps (19.2k images), evaluated every 6.4k images with 400 samples (40 per class) by
+    #   DPM-Solver++(2M), 10 steps: 4 arms x 3 seeds then run in under 10 minutes as two one-thread jobs;
     # - Stage I with the paper's batch 512 is only 60 steps on 1437 images (29% nearest-prototype accuracy),
     #   so it gets batch 128, lr 1e-3, 5 epochs (55 steps, ~93-96%).
     presets = {
         "batch_size": 128,
         "lr": 3e-3,
-        "budget": 24_000,
-        "eval_every": 8_000,
+        "budget": 19_200,
+        "eval_every": 6_400,
         "eval_samples": 400,
         "sampler.steps": 10,
         "conditioner.stage1_lr": 1e-3,

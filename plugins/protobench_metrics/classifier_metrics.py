@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from protobench import Metric, Reference, UsageError
 from protobench_metrics.evaluator import few_threads, predict
-from protobench_metrics.extractors import domain_evaluator
+from protobench_metrics.extractors import domain_evaluator, instrument_details
 from protobench_metrics.extractors import instruments as extractor_instruments
 
 
@@ -40,6 +40,9 @@ class ClassAccuracy(Metric):
 
     def instruments(self, reference: Reference) -> dict[str, str]:
         return extractor_instruments(reference)  # always the domain evaluator
+
+    def instrument_details(self, reference: Reference) -> dict[str, dict]:
+        return instrument_details(reference)
 
     def compute(self, samples: Tensor, labels: Tensor, reference: Reference) -> dict[str, float]:
         dataset = reference.dataset

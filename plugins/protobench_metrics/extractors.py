@@ -152,6 +152,14 @@ def instruments(reference: Reference, inception_weights: str | os.PathLike | Non
     return {f"{reference.dataset.name}-evaluator": meta["weights_sha256"]}
 
 
+def instrument_details(reference: Reference, inception_weights: str | os.PathLike | None = None) -> dict[str, dict]:
+    """{extractor label: {"test_accuracy": ...}} for the domain evaluator; nothing for an Inception file."""
+    if inception_weights_path(inception_weights, reference) is not None:
+        return {}
+    _net, meta = domain_evaluator(reference)
+    return {f"{reference.dataset.name}-evaluator": {"test_accuracy": meta["test_accuracy"]}}
+
+
 def _check_inception_file(path: str) -> None:
     """torch-fidelity unpickles the file fully; refuse anything but plain tensors first."""
     try:

@@ -14,7 +14,14 @@ from torch import Tensor
 
 from protobench import Metric, Reference, UsageError
 from protobench_metrics.evaluator import one_thread
-from protobench_metrics.extractors import Extractor, fid_statistics, real_features, resolve, sample_features
+from protobench_metrics.extractors import (
+    Extractor,
+    fid_statistics,
+    instrument_details,
+    real_features,
+    resolve,
+    sample_features,
+)
 from protobench_metrics.extractors import instruments as extractor_instruments
 
 
@@ -36,6 +43,9 @@ class FidelityMetric(Metric):
 
     def instruments(self, reference: Reference) -> dict[str, str]:
         return extractor_instruments(reference, self.inception_weights)
+
+    def instrument_details(self, reference: Reference) -> dict[str, dict]:
+        return instrument_details(reference, self.inception_weights)
 
     def features(self, samples: Tensor, labels: Tensor | None, reference: Reference):
         if samples.ndim != 4 or samples.shape[0] < self.min_samples:

@@ -46,5 +46,9 @@ class Metric:
         from different evaluators are never pooled or compared. Empty when the metric needs no network."""
         return {}
 
+    def instrument_details(self, reference: Reference) -> dict[str, dict]:
+        """{extractor label: what is known about it, e.g. {"test_accuracy": 0.99}}: shown beside its numbers."""
+        return {}
+
     def compute(self, samples: Tensor, labels: Tensor, reference: Reference) -> dict[str, float]:  # pragma: no cover
         raise NotImplementedError
