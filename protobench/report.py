@@ -284,7 +284,7 @@ def render_rows(rows: list[dict[str, Any]], title: str = "protobench report") ->
                       caption=escape(setting), title_justify="left", caption_justify="left")
         varying = [a for a in AXES if a != "conditioner" and a not in shared]
         for col in (*varying, "conditioner", "seeds"):
-            table.add_column(col)
+            table.add_column(col, no_wrap=True)  # names stay whole; the numbers wrap on a narrow terminal
         for col in ("best", "to best", "to target", "speed-up", "prepare"):
             table.add_column(col, justify="right")
         for r in group:
