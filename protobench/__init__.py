@@ -3,8 +3,8 @@
 A plugin author's whole import surface is this module.
 """
 
-from protobench.errors import UsageError
-from protobench.hookspecs import hookimpl
+from protobench.errors import UsageError as UsageError
+from protobench.hookspecs import hookimpl as hookimpl
 
 #: the plugin interfaces are torch modules: imported on first use, so that `protobench --help` and plugin
 #: discovery start without torch (PEP 562)
@@ -43,23 +43,4 @@ def __dir__() -> list[str]:
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "NULL_LABEL",
-    "ConditionSpec",
-    "ConditionedNet",
-    "Conditioner",
-    "Conditioning",
-    "DataSplit",
-    "Dataset",
-    "Denoiser",
-    "EpsFn",
-    "Guidance",
-    "LossContext",
-    "Metric",
-    "PrepareContext",
-    "Reference",
-    "Sampler",
-    "UsageError",
-    "__version__",
-    "hookimpl",
-]
+__all__ = sorted([*_INTERFACES, "UsageError", "__version__", "hookimpl"])

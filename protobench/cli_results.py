@@ -297,7 +297,7 @@ def _run_parallel(combos, fixed, registry, out: Path, sid: str, processes: int, 
     from protobench.config import build_config
     from protobench.errors import UsageError
     from protobench.io import atomic_write_json
-    from protobench.jobs import Job, apply_threads, prepare_instruments, run_parallel
+    from protobench.jobs import HELD, Job, apply_threads, last_error, prepare_instruments, run_parallel
     from protobench.records import load_record
     from protobench.sweep import describe
 
@@ -348,21 +348,15 @@ def _run_parallel(combos, fixed, registry, out: Path, sid: str, processes: int, 
         except Exception as exc:  # an unreadable run folder is reported, the sweep goes on
             record = {"run_id": job.cfg.run_id(), "status": "failed", "error": f"unreadable run: {exc}",
                       "combination": None, "config": job.cfg.to_dict(), "evals": [], "best": None}
+        log = job.run_dir / "job.log"
         if record is None:  # refused before its record existed (a plugin option, --data-root): say why
-            log = job.run_dir / "job.log"
-            lines = log.read_text(errors="replace").splitlines() if log.is_file() else []
-            said = [line[len("error: "):] for line in lines if line.startswith("error: ")]
             record = {"run_id": job.cfg.run_id(), "status": "failed", "combination": None, "evals": [], "best": None,
                       "config": job.cfg.to_dict(),
-                      "error": said[-1] if said else f"the job exited with code {rc} before it started; see {log}"}
+                      "error": last_error(log) or f"the job exited with code {rc} before it started; see {log}"}
+        elif rc == HELD:  # another process (a second sweep) is running it: skipped, not failed
+            record = {**record, "status": "skipped", "error": last_error(log)}
         elif record["status"] == "running" and rc != 0:
-            log = job.run_dir / "job.log"
-            said = [line[len("error: "):] for line in log.read_text(errors="replace").splitlines()
-                    if line.startswith("error: ")] if log.is_file() else []
-            if said and "is being run by" in said[-1]:  # another process (a second sweep) holds it: skipped
-                record = {**record, "status": "skipped", "error": said[-1]}
-            else:
-                record = {**record, "status": "failed", "error": f"the job exited with code {rc}; see {log}"}
+            record = {**record, "status": "failed", "error": f"the job exited with code {rc}; see {log}"}
         results[index_of[id(job)]] = record
         c.print(_done_line(record, job.label))
         manifest = [{"combo": combos[i], "run_id": r["run_id"], "status": r["status"], "error": r.get("error")}

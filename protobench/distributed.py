@@ -138,15 +138,11 @@ def launch(cfg, out: Path, show_progress: bool = True, hostfile: Path | None = N
     events = run_dir / "events.jsonl"
     offset = events.stat().st_size if events.exists() else 0
     cmd = launcher_command(cfg_file.resolve(), out.resolve(), cfg.gpus, hostfile, free_port())
-    bar = None
-    if show_progress:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from protobench.progress import stage
 
-        bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("images"),
-                       TimeElapsedColumn(), console=Console(stderr=True), transient=True)
-        task = bar.add_task(f"{cfg.conditioner} s{cfg.seed} ×{cfg.gpus} processes", total=cfg.budget)
-        bar.start()
+    display = stage(f"{cfg.conditioner} s{cfg.seed} ×{cfg.gpus} processes", total=cfg.budget, unit="images",
+                    show=show_progress)
+    bar = display.__enter__()
     with open(log, "ab") as log_fh:
         log_fh.write(("$ " + " ".join(cmd) + "\n").encode())
         log_fh.flush()
@@ -158,9 +154,7 @@ def launch(cfg, out: Path, show_progress: bool = True, hostfile: Path | None = N
                 offset, new = follow(events, offset)
                 for ev in new:
                     if ev.get("event") == "loss":
-                        if bar is not None:
-                            bar.update(task, completed=ev["images_seen"],
-                                       description=f"{cfg.conditioner} s{cfg.seed} ×{cfg.gpus} loss {ev['mse']:.4f}")
+                        bar.update(completed=ev["images_seen"], note=f"loss {ev['mse']:.4f}")
                         if progress is not None:
                             progress(ev["images_seen"], cfg.budget, ev["mse"])
                 if rc is not None:
@@ -174,8 +168,7 @@ def launch(cfg, out: Path, show_progress: bool = True, hostfile: Path | None = N
                 os.killpg(proc.pid, signal.SIGKILL)
             raise
         finally:
-            if bar is not None:
-                bar.stop()
+            display.__exit__(None, None, None)
     if not (run_dir / "config.json").exists():
         raise RuntimeError(f"the launcher exited with code {rc} before the run started; "
                            f"last lines of {log}:\n{_log_tail(log)}")

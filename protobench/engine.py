@@ -446,30 +446,26 @@ class Run:
             self.optimizer.zero_grad(set_to_none=True)
             self.precision.backward(loss)
             self.precision.step(self.optimizer, self.model.parameters(), max_norm=cfg.grad_clip)
-        log = (self.step + 1) % cfg.log_every == 0 or self.step == 0
-        if self.device.type == "cuda" and self.dist.world == 1 and not log:
-            # no host synchronisation between logged steps: the values are read every log_every steps
-            self.step += 1
-            self.images_seen += cfg.batch_size
-            self.ema.update(self.model)
-            return self._last_loss
-        value = float(loss.detach())
-        mse_value = float(mse.detach())
-        if self.dist.world > 1:  # mean over ranks so every rank (and the log) sees the global loss
-            import torch.distributed as tdist
-
-            both = torch.tensor([value, mse_value], device=self.device if self.device.type == "cuda" else "cpu")
-            tdist.all_reduce(both)
-            value, mse_value = (both / self.dist.world).tolist()
         self.step += 1
         self.images_seen += cfg.batch_size
-        if not math.isfinite(value):
-            raise TrainingDiverged(self.step, value)
+        logged = self.step % cfg.log_every == 0 or self.step == 1
+        # on one GPU the values stay on the device between logged steps (no host synchronisation per step)
+        if logged or not (self.device.type == "cuda" and self.dist.world == 1):
+            value, mse_value = float(loss.detach()), float(mse.detach())
+            if self.dist.world > 1:  # mean over ranks so every rank (and the log) sees the global loss
+                import torch.distributed as tdist
+
+                both = torch.tensor([value, mse_value], device=self.device if self.device.type == "cuda" else "cpu")
+                tdist.all_reduce(both)
+                value, mse_value = (both / self.dist.world).tolist()
+            if not math.isfinite(value):
+                raise TrainingDiverged(self.step, value)
+            self._last_loss = (value, mse_value)
         self.ema.update(self.model)
-        if self.step % cfg.log_every == 0 or self.step == 1:
-            self.event("loss", step=self.step, images_seen=self.images_seen, loss=value, mse=mse_value)
-        self._last_loss = (value, mse_value)
-        return value, mse_value
+        if logged:
+            self.event("loss", step=self.step, images_seen=self.images_seen, loss=self._last_loss[0],
+                       mse=self._last_loss[1])
+        return self._last_loss
 
     def _autocast(self):
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.cfg.precision)

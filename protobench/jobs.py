@@ -18,11 +18,23 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 THREADS_ENV = "OMP_NUM_THREADS"
+#: a child's exit code when another process holds its run (a second sweep on the same folder)
+HELD = 75
+
+
+def last_error(log: Path) -> str | None:
+    """The last `error: ...` line a child wrote to its job.log (without the prefix)."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    said = [line[len("error: "):] for line in lines if line.startswith("error: ")]
+    return said[-1] if said else None
 
 
 def physical_cores() -> int:
@@ -114,6 +126,7 @@ def child_main(argv: list[str] | None = None) -> int:
     from protobench.config import RunConfig
     from protobench.engine import Run
     from protobench.errors import UsageError
+    from protobench.locks import RunLocked
     from protobench.plugins import get_registry
 
     cfg = RunConfig.from_dict(json.loads(args.config_json.read_text()))
@@ -121,6 +134,9 @@ def child_main(argv: list[str] | None = None) -> int:
         record = Run(cfg, get_registry(), args.out, show_progress=False).execute()
     except KeyboardInterrupt:
         return 130
+    except RunLocked as exc:  # another process holds the run: the parent records it as skipped
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return HELD
     except UsageError as exc:  # refused before the run held a record: the parent reads this line of job.log
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
@@ -162,8 +178,8 @@ class Job:
     offset: int = 0
     images_seen: int = 0
     stage: str = "waiting"
-    started: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
+    device: str | None = None  # the GPU it runs on, if any
+    log: Any = None  # its open job.log
 
 
 STAGES = {
@@ -186,29 +202,20 @@ def run_parallel(jobs: list[Job], out: Path, processes: int, threads: int | None
                  on_done: Callable[[Job, int], None], show: bool = True, console=None) -> None:
     """Run `jobs` in up to `processes` children; `on_done(job, returncode)` as each one exits."""
     from rich.markup import escape
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+
+    from protobench.progress import make_progress
 
     gpus = gpu_count()
     total_images = sum(j.cfg.budget for j in jobs)
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("images · {task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
-                        TimeRemainingColumn(), console=console, transient=True, disable=not show)
+    progress = make_progress("images", show=show, console=console)  # the standard columns: rate, elapsed, ETA
     pending = list(jobs)
     running: list[Job] = []
     finished = 0
     done_images = 0
-    sweep_start = time.monotonic()
     free_devices = [str(i) for i in range(gpus)]
     child_threads = threads if threads is not None else (None if os.environ.get(THREADS_ENV) else 1)
     with progress:
-        overall = progress.add_task(f"sweep 0/{len(jobs)} done", total=total_images, rate="")
+        overall = progress.add_task(f"sweep 0/{len(jobs)} done", total=total_images)
         rows: dict[int, Any] = {}
         try:
             while pending or running:
@@ -228,16 +235,15 @@ def run_parallel(jobs: list[Job], out: Path, processes: int, threads: int | None
                         cmd += ["--threads", str(child_threads)]
                         env[THREADS_ENV] = str(child_threads)
                     if free_devices:
-                        job.extra["device"] = free_devices.pop(0)
-                        cmd += ["--device", job.extra["device"]]
+                        job.device = free_devices.pop(0)
+                        cmd += ["--device", job.device]
                     log = open(job.run_dir / "job.log", "ab")  # noqa: SIM115 - closed when the job ends
-                    job.extra["log"] = log
+                    job.log = log
                     # its own process group: the parent forwards Ctrl-C itself, once
                     job.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                                                 start_new_session=True)
-                    job.started = time.monotonic()
                     job.stage = "starting"
-                    rows[id(job)] = progress.add_task(escape(job.label), total=job.cfg.budget, rate="")
+                    rows[id(job)] = progress.add_task(escape(job.label), total=job.cfg.budget)
                     running.append(job)
                 for job in list(running):
                     job.offset, new = follow(job.run_dir / "events.jsonl", job.offset)
@@ -250,18 +256,15 @@ def run_parallel(jobs: list[Job], out: Path, processes: int, threads: int | None
                                     description=f"{escape(job.label)} · {escape(job.stage)}")
                     if rc is None:
                         continue
-                    job.extra["log"].close()
-                    if "device" in job.extra:
-                        free_devices.append(job.extra["device"])
+                    job.log.close()
+                    if job.device is not None:
+                        free_devices.append(job.device)
                     running.remove(job)
                     progress.remove_task(rows.pop(id(job)))
                     finished += 1
                     done_images += job.cfg.budget
                     on_done(job, rc)
-                live = done_images + sum(j.images_seen for j in running)
-                elapsed = time.monotonic() - sweep_start
-                rate = f"{live / elapsed:,.0f} images/s" if elapsed > 5 and live else ""
-                progress.update(overall, completed=live, rate=rate,
+                progress.update(overall, completed=done_images + sum(j.images_seen for j in running),
                                 description=f"sweep {finished}/{len(jobs)} done, {len(running)} running")
                 time.sleep(0.3)
         except KeyboardInterrupt:
@@ -274,7 +277,7 @@ def run_parallel(jobs: list[Job], out: Path, processes: int, threads: int | None
                     job.proc.wait(timeout=max(1.0, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     job.proc.kill()
-                job.extra["log"].close()
+                job.log.close()
             raise
 
 

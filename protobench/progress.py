@@ -66,12 +66,13 @@ def _columns(unit: str) -> list[Any]:
             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
 
 
-def make_progress(unit: str = "steps"):
+def make_progress(unit: str = "steps", show: bool = True, console: Any = None):
     """A rich Progress on stderr with the standard columns (for callers that drive several tasks)."""
     from rich.console import Console
     from rich.progress import Progress
 
-    return Progress(*_columns(unit), console=Console(stderr=True), transient=True, refresh_per_second=4)
+    return Progress(*_columns(unit), console=console or Console(stderr=True), transient=True, refresh_per_second=4,
+                    disable=not show)
 
 
 @contextmanager

@@ -17,11 +17,15 @@ from protobench.io import scan_events
 PRIMARY_DEFAULTS = ("intra-fid", "fid")
 
 
+def primary_key(evals: list[dict[str, Any]], names: tuple[str | None, ...]) -> str | None:
+    """The first metric key in `evals` that one of `names` (a metric name or a full key) names, in that order."""
+    keys = [k for e in evals for k in e.get("metrics", {}) if "/" not in k]
+    return next((k for name in filter(None, names) for k in keys if k == name or k.startswith(name + "[")), None)
+
+
 def best_of(evals: list[dict[str, Any]], primary: str | None = None) -> dict[str, Any] | None:
     """The evaluation with the lowest primary metric (`primary`, else intra-fid, else fid)."""
-    keys = [k for e in evals for k in e.get("metrics", {}) if "/" not in k]
-    key = next((k for name in filter(None, (primary, *PRIMARY_DEFAULTS)) for k in keys
-                if k == name or k.startswith(name + "[")), None)
+    key = primary_key(evals, (primary, *PRIMARY_DEFAULTS))
     if key is None:
         return None
     scored = [e for e in evals if isinstance(e["metrics"].get(key), (int, float)) and math.isfinite(e["metrics"][key])]

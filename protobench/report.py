@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from protobench.errors import UsageError
-from protobench.records import PRIMARY_DEFAULTS
+from protobench.records import PRIMARY_DEFAULTS, primary_key
 from protobench.units import hours_label
 
 OLYMPIC_MIN_SEEDS = 5
@@ -53,17 +53,8 @@ CLOCKS = ("device-hours", "images", "flops")
 def metric_key(record: dict[str, Any], metric: str | None = None) -> str | None:
     """The key of the metric the report ranks by: `metric` (a name or a full key), else the run's
     `primary_metric`, else the first of PRIMARY_DEFAULTS it computed."""
-    keys = [k for e in record.get("evals", []) for k in e.get("metrics", {}) if "/" not in k]
-    names = [metric] if metric else [record.get("config", {}).get("primary_metric") or "", *PRIMARY_DEFAULTS]
-    for name in filter(None, names):
-        for k in keys:
-            if k == name or k.startswith(name + "["):
-                return k
-    return None
-
-
-def fid_key(record: dict[str, Any]) -> str | None:
-    return metric_key(record)
+    names = (metric,) if metric else (record.get("config", {}).get("primary_metric"), *PRIMARY_DEFAULTS)
+    return primary_key(record.get("evals", []), names)
 
 
 def higher_is_better(key: str) -> bool:
