@@ -29,6 +29,11 @@ class RunConfig:
     budget: int = 100_000  # images seen
     eval_every: int = 25_000  # images seen between evaluations (and checkpoints)
     eval_samples: int = 500
+    #: samples of the last evaluation (0: eval_samples); per-class metrics are scored on it carefully, while the
+    #: report's curve and crossings keep using the first eval_samples of them (one sample count throughout)
+    final_eval_samples: int = 0
+    #: allow a final evaluation with fewer samples per class than the evaluator's feature dimension
+    few_final_samples: bool = False
     batch_size: int = 128  # global batch, kept whatever the number of processes
     lr: float = 2e-4  # AdamW, paper A.2
     weight_decay: float = 0.0
@@ -365,7 +370,8 @@ def validate(cfg: RunConfig) -> None:
             ok = value is None or isinstance(value, str)
         else:
             like = f.default
-            ok = (isinstance(value, type(like)) and not isinstance(value, bool) if isinstance(like, int)
+            ok = (isinstance(value, bool) if isinstance(like, bool)
+                  else isinstance(value, type(like)) and not isinstance(value, bool) if isinstance(like, int)
                   else isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
                   if isinstance(like, float) else isinstance(value, type(like)))
         if not ok:
@@ -385,6 +391,8 @@ def validate(cfg: RunConfig) -> None:
         (lambda: cfg.eval_every <= MAX_IMAGES, f"eval_every must be at most {MAX_IMAGES:.0e} images"),
         (lambda: cfg.eval_samples > 0, "eval_samples must be > 0"),
         (lambda: cfg.eval_samples <= 10**7, f"eval_samples must be at most 10000000, got {cfg.eval_samples}"),
+        (lambda: cfg.final_eval_samples == 0 or cfg.eval_samples <= cfg.final_eval_samples <= 10**7,
+         f"final_eval_samples must be 0 or in [eval_samples, 10000000], got {cfg.final_eval_samples}"),
         (lambda: cfg.batch_size > 0, "batch_size must be > 0"),
         (lambda: cfg.batch_size <= 10**6, f"batch_size must be at most 1000000, got {cfg.batch_size}"),
         (lambda: cfg.log_every > 0, "log_every must be > 0 steps"),

@@ -162,6 +162,13 @@ class Run:
                 raise UsageError(f"metric {metric.name} needs at least {metric.min_samples_per_class} samples per "
                                  f"class: eval_samples >= {need} for {self.cfg.dataset}'s {classes} classes "
                                  f"(got {self.cfg.eval_samples})")
+        final = self.cfg.final_eval_samples or self.cfg.eval_samples
+        for metric in self.metrics:  # a per-class covariance from fewer samples than dimensions is rank-deficient
+            dim = metric.per_class_dimension(self.reference())
+            if final // classes < dim and not self.cfg.few_final_samples:
+                raise UsageError(f"metric {metric.name}: the final evaluation draws {final // classes} samples per "
+                                 f"class, fewer than the evaluator's {dim} feature dimensions: final_eval_samples >= "
+                                 f"{dim * classes}, or -o few_final_samples=true to accept the bias")
 
     def reference(self) -> Reference:
         return Reference(self.dataset, cache_dir(self.out), self.device, seed=0, show_progress=False,
@@ -248,6 +255,7 @@ class Run:
             "combination": cfg.combination(), "plugins": self.plugin_versions(),
             "dataset_checksum": self.checksum, "protobench_version": _version(),
             "device": device_info(self.device, self.dist.world), "instruments": getattr(self, "instruments", {}),
+            "target": getattr(self.dataset, "target", None),  # the preset's declared target, for the report
         }, within=self.dir)
 
     def _execute(self) -> dict[str, Any]:
@@ -485,24 +493,37 @@ class Run:
             self._add_prepare_work(pctx)
             self.event("prepare", component="guidance", images_seen=self.images_seen, results=pctx.results,
                        device_seconds=self.ledger.device_seconds["prepare"], work=dict(self.prepare_work))
-        self.event("stage", name=f"evaluating: sampling {cfg.eval_samples} images", images_seen=self.images_seen)
+        # the last evaluation may draw more samples (final_eval_samples): per-class metrics scored on all of them
+        # go to `final`; `metrics` keep the first eval_samples, so the curve has one sample count throughout
+        count = cfg.final_eval_samples if cfg.final_eval_samples and self.images_seen >= cfg.budget else cfg.eval_samples
+        self.event("stage", name=f"evaluating: sampling {count} images", images_seen=self.images_seen)
         rng = torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else [])
+        final: dict[str, Any] = {}
         with rng, self.ledger.phase("eval", self._sync):
-            samples, labels, acceptance = generate(net, self.guidance, self.sampler, self.schedule, cfg.eval_samples,
+            samples, labels, acceptance = generate(net, self.guidance, self.sampler, self.schedule, count,
                                                    self.dataset.num_classes, tuple(self.dataset.image_shape),
                                                    seed=cfg.seed + 12345, device=self.device, dist=self.dist)
             metrics: dict[str, float] = {}
+            metrics_se: dict[str, float] = {}
             if self.dist.main:
                 ref = self.reference()
+                n = cfg.eval_samples
                 for metric in self.metrics:
-                    metrics.update(metric.compute(samples, labels, ref))
+                    metrics.update(metric.compute(samples[:n], labels[:n], ref))
+                    metrics_se.update(metric.standard_errors(samples[:n], labels[:n], ref))
+                if count > n:
+                    final = {"samples": count, "metrics": {}, "metrics_se": {}}
+                    for metric in self.metrics:
+                        final["metrics"].update(metric.compute(samples, labels, ref))
+                        final["metrics_se"].update(metric.standard_errors(samples, labels, ref))
                 if acceptance is not None:
                     metrics["acceptance_rate"] = acceptance
                 grid = self.dir / "samples" / f"{self.images_seen:09d}.png"
                 save_grid(samples, labels, self.dataset.num_classes, grid, class_names=self.dataset.class_names)
                 copy_file(grid, self.dir / "samples.png", within=self.dir)
         ev = {"images_seen": self.images_seen, "step": self.step, "device_seconds": self.ledger.snapshot(),
-              "work": self.work(), "metrics": metrics, "instruments": self.instruments}
+              "work": self.work(), "metrics": metrics, "metrics_se": metrics_se, "samples": cfg.eval_samples,
+              "instruments": self.instruments, **({"final": final} if final else {})}
         self.evals.append(ev)
         self.event("eval", **ev)
 

@@ -8,6 +8,7 @@ METRICS = {
     "precision-recall": "protobench_metrics.fidelity_metrics:PrecisionRecall",
     "fid-per-class": "protobench_metrics.fidelity_metrics:FIDPerClass",
     "intra-fid": "protobench_metrics.fidelity_metrics:IntraFID",
+    "intra-kid": "protobench_metrics.fidelity_metrics:IntraKID",
     "class-accuracy": "protobench_metrics.classifier_metrics:ClassAccuracy",
     "cas": "protobench_metrics.classifier_metrics:CAS",
 }
