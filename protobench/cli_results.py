@@ -47,15 +47,20 @@ def add_commands(main: click.Group) -> None:
     @main.command()
     @out_option
     @click.option("--target", type=float, default=None,
-                  help="Value of the metric to reach (default: each row's baseline mean best; baseline = conditioner random).")
+                  help="Value of the metric to reach (default: the target the dataset's preset declares for it; "
+                       "without one, no work to target or speed-up is shown). Never taken from the runs it scores.")
     @click.option("--metric", default=None,
                   help="Metric to rank by, a name or a full key (default: each run's primary_metric, else intra-fid, else fid).")
-    @click.option("--clock", type=click.Choice(["device-hours", "images", "flops"]), default="device-hours",
+    @click.option("--clock", type=click.Choice(["device-hours", "images", "flops", "all"]), default="device-hours",
                   show_default=True, help="Work to count: measured device-hours, or images seen / training FLOPs "
-                                          "(machine-independent). Prepare (Stage I) is charged in each.")
+                                          "(machine-independent), or all three. Prepare (Stage I) is charged in each.")
+    @click.option("--wide", is_flag=True, help="One table with every column (final evaluation's metrics, each clock); "
+                                               "the default fits 80 columns.")
     @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON on stdout.")
-    def report(out: Path | None, target: float | None, metric: str | None, clock: str, as_json: bool) -> None:
-        """Work to the best primary metric per combination: mean ± 95% CI over seeds, speed-up vs the baseline."""
+    def report(out: Path | None, target: float | None, metric: str | None, clock: str, wide: bool,
+               as_json: bool) -> None:
+        """Work to a fixed target per combination, and each arm paired with the baseline seed by seed:
+        speed-up and difference in best metric with 95% intervals, and the smallest detectable difference."""
         from protobench.cli import console, resolve_out
         from protobench.report import build_rows, render_rows
         from protobench.store import records
@@ -66,10 +71,11 @@ def add_commands(main: click.Group) -> None:
                 click.echo("[]")
             console().print(f"no runs in {out}")
             return
-        rows = build_rows(records(out, status="completed"), target=target, metric=metric, clock=clock)
+        rows = build_rows(records(out, status="completed"), target=target, metric=metric,
+                          clock="device-hours" if clock == "all" else clock)
         if as_json:
             click.echo(json.dumps(rows, indent=2, default=str))
-        for part in render_rows(rows, title=f"protobench report — {out}"):
+        for part in render_rows(rows, title=f"protobench report — {out}", clock=clock, wide=wide):
             console().print(part)
 
     @main.command()

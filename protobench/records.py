@@ -29,7 +29,7 @@ def higher_is_better(key: str) -> bool:
     return _direction(key.split("[", 1)[0])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _direction(name: str) -> bool:
     try:  # the registry names plugin classes by reference: asking for one imports only that module
         from protobench.plugins import get_registry
