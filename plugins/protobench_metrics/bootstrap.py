@@ -7,6 +7,8 @@ replicates draw from their own seeded generator, never from the training stream.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 #: replicates per evaluation: the standard error itself is then known to about ±10% (1/sqrt(2·(R-1)))
@@ -33,17 +35,21 @@ def frechet_replicates(fake: np.ndarray, real_mu: np.ndarray, real_sigma: np.nda
 
     Tr((S_r S_f)^1/2) = Σ sqrt(eig(A S_f A)) with A = S_r^1/2 (symmetric): one batched eigvalsh, not a sqrtm each."""
     fake = np.asarray(fake, dtype=np.float64)
-    n = len(fake)
-    a = _sqrt_psd(np.asarray(real_sigma, dtype=np.float64))
+    real_sigma = np.asarray(real_sigma, dtype=np.float64)
+    n, d = fake.shape
     idx = gen.integers(0, n, size=(reps, n))
     x = fake[idx]  # reps×n×d
     mu = x.mean(axis=1)
-    xc = x - mu[:, None, :]
-    cov = np.einsum("rni,rnj->rij", xc, xc) / max(n - 1, 1)
-    eig = np.linalg.eigvalsh(a @ cov @ a)
+    xc = (x - mu[:, None, :]) / math.sqrt(max(n - 1, 1))  # S_f = xcᵀ xc
+    if n < d:  # the nonzero eigenvalues of A S_f A are those of the n×n matrix xc S_r xcᵀ (A² = S_r)
+        eig = np.linalg.eigvalsh(np.matmul(np.matmul(xc, real_sigma), xc.transpose(0, 2, 1)))
+    else:
+        a = _sqrt_psd(real_sigma)
+        cov = np.matmul(xc.transpose(0, 2, 1), xc)  # batched BLAS, not einsum
+        eig = np.linalg.eigvalsh(np.matmul(np.matmul(a, cov), a))
     tr_sqrt = np.sqrt(np.clip(eig, 0.0, None)).sum(axis=1)
     diff = ((mu - real_mu) ** 2).sum(axis=1)
-    return diff + np.trace(cov, axis1=1, axis2=2) + np.trace(real_sigma) - 2.0 * tr_sqrt
+    return diff + (xc ** 2).sum(axis=(1, 2)) + np.trace(real_sigma) - 2.0 * tr_sqrt
 
 
 def poly_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
