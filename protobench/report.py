@@ -318,6 +318,8 @@ def _to_target(crossings: list[dict[str, Any]], target: float | None) -> dict[st
 def _num(x: float | None, digits: int = 3) -> str:
     if x is None:
         return "—"
+    if abs(x) < 1e-10:  # rounding noise of a spread that is zero
+        x = 0.0
     if x != 0 and (abs(x) >= 1e5 or abs(x) < 1e-3):
         return f"{x:.{digits - 1}e}"
     return f"{x:.{digits}g}"
@@ -350,7 +352,7 @@ def fmt_interval(iv: dict[str, Any] | None, ratio: bool = False, digits: int = 3
     sign = "" if ratio else "+" if iv["value"] > 0 else ""
     text = f"{sign}{_num(iv['value'], digits)}{mark}"
     if iv.get("low") is not None:
-        text += f" [{_num(iv['low'], 2)}, {_num(iv['high'], 2)}]"
+        text += f" [{_num(iv['low'], digits)}, {_num(iv['high'], digits)}]"
     return text
 
 

@@ -24,9 +24,12 @@ T_975_DF1 = 12.706204736174707
 
 def make_run(out: Path, conditioner: str, seed: int, fids: list[float], train_hours: list[float],
              prepare_hours: float = 0.0, device: str = "cpu", budget: int = 3000, prepare_images: int = 0,
-             work: bool = True) -> dict:
+             work: bool = True, key: str = "fid[digits-evaluator]", options: dict | None = None) -> dict:
     """A finished run folder written the way the engine writes one: config.json + events.jsonl."""
-    cfg = RunConfig(conditioner=conditioner, seed=seed, budget=budget, eval_every=budget // len(fids))
+    cfg = RunConfig(conditioner=conditioner, seed=seed, budget=budget, eval_every=budget // len(fids),
+                    primary_metric=key.split("[")[0],
+                    options={"conditioner": dict(options or {}), "denoiser": {}, "guidance": {}, "sampler": {},
+                             "metric": {}, "dataset": {}})
     run_dir = out / "runs" / cfg.run_id()
     run_dir.mkdir(parents=True)
     atomic_write_json(run_dir / "config.json", {
@@ -44,7 +47,7 @@ def make_run(out: Path, conditioner: str, seed: int, fids: list[float], train_ho
         done = {"images": {"prepare": prepare_images, "train": seen},
                 "flops": {"prepare": 2e9 * prepare_images, "train": 1e9 * seen}}
         append_event(events, {"event": "eval", "images_seen": seen, "step": i + 1, "device_seconds": seconds,
-                              "metrics": {"fid[digits-evaluator]": fid}, **({"work": done} if work else {})})
+                              "metrics": {key: fid}, "metrics_se": {key: 0.5}, **({"work": done} if work else {})})
     append_event(events, {"event": "end", "status": "completed", "device_seconds": seconds})
     return load_record(run_dir)
 
@@ -271,3 +274,75 @@ def test_a_clock_that_older_runs_did_not_record_is_one_line(tmp_path):
     result = CliRunner().invoke(main, ["report", "--out", str(tmp_path), "--clock", "flops"])
     assert result.exit_code == 2
     assert result.output.strip().startswith("error: --clock flops") and len(result.output.strip().splitlines()) == 1
+
+
+def test_best_honours_the_metric_direction_everywhere(tmp_path):
+    # class accuracy goes up: its best evaluation is the highest, in the record (run, sweep lines, index) and report
+    r = make_run(tmp_path, "random", 0, [0.05, 0.13, 0.0925], [1, 2, 3], key="class-accuracy[digits-evaluator]")
+    assert r["best"]["metric"] == "class-accuracy[digits-evaluator]" and r["best"]["value"] == pytest.approx(0.13)
+    assert r["best"]["images_seen"] == 2000
+    (row,) = build_rows(records(tmp_path), target=0.1)
+    assert row["best"]["mean"] == pytest.approx(0.13) and row["higher_is_better"]
+    assert records(tmp_path)[0]["best"]["value"] == pytest.approx(0.13)  # through the SQLite index too
+    assert hours_to_target(r, 0.1) == pytest.approx(interp(1, 2, 0.05, 0.13, 0.1))  # reached going up
+
+
+def test_the_baseline_is_keyed_with_the_conditioner_options(tmp_path):
+    for dim, base_fids, arm_fids in ((32, [40, 30], [40, 20]), (128, [40, 22], [40, 21])):
+        for seed in (0, 1):
+            make_run(tmp_path, "random", seed, base_fids, [1, 2], options={"dim": dim})
+            make_run(tmp_path, "proto-frozen", seed, arm_fids, [1, 2], options={"dim": dim, "stage1_epochs": 5})
+    rows = build_rows(records(tmp_path), target=25.0)
+    by = {(r["conditioner"], r["variant"]): r for r in rows}
+    for dim in (32, 128):
+        arm, base = by[("proto-frozen", f"conditioner.dim={dim}")], by[("random", f"conditioner.dim={dim}")]
+        assert arm["baseline"] == base["combination"]
+    # at dim 32 the baseline never reaches 25 (its best is 30): no speed-up; at dim 128 both do
+    assert by[("random", "conditioner.dim=32")]["crossings"]["never"] == 2
+    assert by[("proto-frozen", "conditioner.dim=32")]["speedup_vs_baseline"] is None
+    assert by[("proto-frozen", "conditioner.dim=128")]["speedup_vs_baseline"] is not None
+
+
+def test_an_ambiguous_baseline_is_one_line(tmp_path):
+    # two random rows differ by an option the arm does not have: which is its baseline cannot be told
+    for std in (0.02, 1.0):
+        make_run(tmp_path, "random", 0, [40, 30], [1, 2], options={"dim": 32, "init_std": std})
+    make_run(tmp_path, "proto-frozen", 0, [40, 20], [1, 2], options={"dim": 32})
+    result = CliRunner().invoke(main, ["report", "--out", str(tmp_path), "--target", "25"])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "ambiguous baseline" in lines[0] and "init_std" in lines[0]
+
+
+def test_the_report_fits_80_columns_and_never_wraps_a_number(tmp_path):
+    import os
+    import re
+    import subprocess
+    import sys
+
+    for seed in range(3):  # realistic magnitudes: intra-FID-like values, CPU-hours of a few thousandths
+        make_run(tmp_path, "random", seed, [107.3 + seed, 39.2, 12.51 + seed], [0.0031, 0.0062, 0.0093])
+        make_run(tmp_path, "proto-unfrozen", seed, [91.0, 35.3 + seed, 11.46], [0.0061, 0.0092, 0.0123],
+                 prepare_hours=0.003, options={"stage1_epochs": 5})
+        make_run(tmp_path, "none", seed, [140.1, 120.2, 107.29 + seed], [0.0031, 0.0062, 0.0093])
+    env = {**os.environ, "COLUMNS": "80"}
+    out = subprocess.run([sys.executable, "-m", "protobench", "report", "--out", str(tmp_path), "--target", "20"],
+                         capture_output=True, text=True, env=env, check=True).stderr
+    rows = json.loads(subprocess.run([sys.executable, "-m", "protobench", "report", "--out", str(tmp_path),
+                                      "--target", "20", "--json"], capture_output=True, text=True, env=env,
+                                     check=True).stdout)
+    table = out.split("best: each seed")[0]  # the footnote is prose and may wrap
+    assert max(len(line) for line in table.splitlines()) <= 80, table
+    proto = next(r for r in rows if r["conditioner"] == "proto-unfrozen")
+    ratio, diff = proto["paired"]["work_ratio"], proto["paired"]["best_difference"]
+    # each interval whole on its row's line (a wrapped number would be split over lines)
+    speed = f"{ratio['value']:.3g}× [{ratio['low']:.3g}, {ratio['high']:.3g}]"
+    delta = f"{diff['value']:.3g} [{diff['low']:.3g}, {diff['high']:.3g}]"
+    lines = [line for line in table.splitlines() if line.strip().startswith("proto-unfrozen")]
+    assert any(speed in line and delta in line for line in lines), table
+    assert any(f"{proto['best']['mean']:.3g}±" in line for line in lines), table
+    assert all(re.search(r"\d", line) for line in lines)
+    wide = subprocess.run([sys.executable, "-m", "protobench", "report", "--out", str(tmp_path), "--target", "20",
+                           "--wide", "--clock", "all"], capture_output=True, text=True, env={**env, "COLUMNS": "250"},
+                          check=True).stderr
+    assert "to target (images)" in wide and "to target (TFLOP)" in wide
