@@ -29,8 +29,9 @@ class RunConfig:
     budget: int = 100_000  # images seen
     eval_every: int = 25_000  # images seen between evaluations (and checkpoints)
     eval_samples: int = 500
-    #: samples of the last evaluation (0: eval_samples); per-class metrics are scored on it carefully, while the
-    #: report's curve and crossings keep using the first eval_samples of them (one sample count throughout)
+    #: samples of the last evaluation (0: eval_samples, raised to what per-class metrics need: as many per class
+    #: as the evaluator's feature dimension); its metrics on all of them go to the eval event's `final`, while
+    #: the curve and the crossings keep its first eval_samples (one sample count throughout)
     final_eval_samples: int = 0
     #: allow a final evaluation with fewer samples per class than the evaluator's feature dimension
     few_final_samples: bool = False

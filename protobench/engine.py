@@ -162,13 +162,14 @@ class Run:
                 raise UsageError(f"metric {metric.name} needs at least {metric.min_samples_per_class} samples per "
                                  f"class: eval_samples >= {need} for {self.cfg.dataset}'s {classes} classes "
                                  f"(got {self.cfg.eval_samples})")
-        final = self.cfg.final_eval_samples or self.cfg.eval_samples
-        for metric in self.metrics:  # a per-class covariance from fewer samples than dimensions is rank-deficient
-            dim = metric.per_class_dimension(self.reference())
-            if final // classes < dim and not self.cfg.few_final_samples:
-                raise UsageError(f"metric {metric.name}: the final evaluation draws {final // classes} samples per "
-                                 f"class, fewer than the evaluator's {dim} feature dimensions: final_eval_samples >= "
-                                 f"{dim * classes}, or -o few_final_samples=true to accept the bias")
+        # a per-class covariance from fewer samples than feature dimensions is rank-deficient (and biased):
+        # final_eval_samples=0 draws what the metrics need; fewer, asked for explicitly, is refused unless allowed
+        need = max([metric.per_class_dimension(self.reference()) for metric in self.metrics] or [0])
+        self.final_samples = self.cfg.final_eval_samples or max(self.cfg.eval_samples, need * classes)
+        if self.final_samples // classes < need and not self.cfg.few_final_samples:
+            raise UsageError(f"final_eval_samples {self.final_samples} is {self.final_samples // classes} samples per "
+                             f"class, fewer than the evaluator's {need} feature dimensions that per-class metrics "
+                             f"need: final_eval_samples >= {need * classes}, or -o few_final_samples=true")
 
     def reference(self) -> Reference:
         return Reference(self.dataset, cache_dir(self.out), self.device, seed=0, show_progress=False,
@@ -495,7 +496,7 @@ class Run:
                        device_seconds=self.ledger.device_seconds["prepare"], work=dict(self.prepare_work))
         # the last evaluation may draw more samples (final_eval_samples): per-class metrics scored on all of them
         # go to `final`; `metrics` keep the first eval_samples, so the curve has one sample count throughout
-        count = cfg.final_eval_samples if cfg.final_eval_samples and self.images_seen >= cfg.budget else cfg.eval_samples
+        count = getattr(self, "final_samples", cfg.eval_samples) if self.images_seen >= cfg.budget else cfg.eval_samples
         self.event("stage", name=f"evaluating: sampling {count} images", images_seen=self.images_seen)
         rng = torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else [])
         final: dict[str, Any] = {}
