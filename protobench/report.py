@@ -504,11 +504,15 @@ def _label(row: dict[str, Any]) -> tuple:
 
 
 def _mark(a: dict[str, Any], b: dict[str, Any], higher_is_better: bool = False) -> str:
-    """Lower is better for hours and most metrics; overlapping 95% intervals are within noise."""
+    """Lower is better for hours and most metrics; overlapping 95% intervals (over seeds), or for single runs a
+    difference within 1.96 combined bootstrap standard errors of the evaluations, are within noise."""
     if a["mean"] is None or b["mean"] is None:
         return "?"
     if a.get("ci95") is not None and b.get("ci95") is not None:
         if abs(a["mean"] - b["mean"]) <= a["ci95"] + b["ci95"]:
+            return "within noise"
+    elif a.get("se") is not None and b.get("se") is not None:  # single runs: each evaluation's own bootstrap error
+        if abs(a["mean"] - b["mean"]) <= 1.96 * math.hypot(a["se"], b["se"]):
             return "within noise"
     if b["mean"] == a["mean"]:
         return "same"

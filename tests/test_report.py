@@ -346,3 +346,14 @@ def test_the_report_fits_80_columns_and_never_wraps_a_number(tmp_path):
                            "--wide", "--clock", "all"], capture_output=True, text=True, env={**env, "COLUMNS": "250"},
                           check=True).stderr
     assert "to target (images)" in wide and "to target (TFLOP)" in wide
+
+
+def test_compare_of_single_runs_uses_each_evaluations_standard_error(tmp_path):
+    r1 = make_run(tmp_path, "random", 0, [40, 20.0], [1, 2])  # make_run records a bootstrap se of 0.5
+    r2 = make_run(tmp_path, "none", 0, [40, 20.9], [1, 2])
+    r3 = make_run(tmp_path, "random", 1, [40, 25.0], [1, 2])
+    close = CliRunner().invoke(main, ["compare", "--out", str(tmp_path), r1["run_id"], r2["run_id"], "--json"])
+    (pair,) = json.loads(close.stdout)
+    assert pair["metrics"]["best_fid"]["mark"] == "within noise"  # 0.9 < 1.96 · √(0.5² + 0.5²)
+    far = CliRunner().invoke(main, ["compare", "--out", str(tmp_path), r1["run_id"], r3["run_id"], "--json"])
+    assert json.loads(far.stdout)[0]["metrics"]["best_fid"]["mark"] == "worse"
