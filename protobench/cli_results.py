@@ -75,8 +75,15 @@ def add_commands(main: click.Group) -> None:
                           clock="device-hours" if clock == "all" else clock)
         if as_json:
             click.echo(json.dumps(rows, indent=2, default=str))
-        for part in render_rows(rows, title=f"protobench report — {out}", clock=clock, wide=wide):
-            console().print(part)
+        parts = render_rows(rows, title=f"protobench report — {out}", clock=clock, wide=wide)
+        c = console()
+        if wide:  # one row per arm, whole: as wide as the table needs, whatever the terminal
+            from rich.console import Console
+
+            wide_options = c.options.update_width(100_000)
+            c = Console(stderr=True, width=max([c.width, *(c.measure(p, options=wide_options).maximum for p in parts[:-1])]))
+        for part in parts:
+            c.print(part)
 
     @main.command()
     @out_option

@@ -26,6 +26,8 @@ BASELINE = "random"
 AXES = ("dataset", "conditioner", "denoiser", "guidance", "sampler")
 #: how progress is counted: measured device-hours, or machine-independent work (prepare charged in each)
 CLOCKS = ("device-hours", "images", "flops")
+#: metrics whose expectation does not depend on the number of samples: a target carries over between counts
+UNBIASED = ("intra-kid", "kid")
 INTERPOLATION = "linear in log work between the two evaluations that bracket the crossing"
 
 
@@ -190,6 +192,11 @@ def build_rows(records: list[dict[str, Any]], target: float | None = None, metri
         if declared:
             row["target_note"] = declared.get("how")
             row["target_samples"] = declared.get("samples")
+            counts = {e.get("samples") for r in row["_runs"] for e in r["evals"]} - {None}
+            if declared.get("samples") and counts - {declared["samples"]} and row["metric"].split("[")[0] not in UNBIASED:
+                # a biased metric compared with a target set at another sample count: said, not hidden
+                row["target_note"] = (f"{declared.get('how')}; declared at {declared['samples']} samples, these runs "
+                                      f"evaluate at {', '.join(map(str, sorted(counts)))}: its bias differs")
         crossings = {c: [crossing(r, row["target"], row["metric"], c) if row["target"] is not None
                          else {"work": None, "kind": "never"} for r in row["_runs"]] for c in CLOCKS}
         row["_crossings"] = crossings
@@ -415,7 +422,7 @@ def render_rows(rows: list[dict[str, Any]], title: str = "protobench report", cl
             cols = ["n", "best", "best se"]
             for c in clocks:
                 cols += [f"to target ({clock_unit(c, device_type)})", f"speed-up ({clock_unit(c, device_type)})"]
-            cols += ["crossed", "Δbest [95%]", "mde", *(f"final {escape(k)}" for k in finals)]
+            cols += ["crossed", "Δbest [95%]", "mde", *(f"final {escape(k.split('[', 1)[0])}" for k in finals)]
             for col in cols:
                 t.add_column(col, justify="right", no_wrap=True)
             for r in group:
