@@ -100,7 +100,10 @@ class FID(FidelityMetric):
 
 
 class KID(FidelityMetric):
-    """Kernel distance (unbiased MMD², cubic polynomial kernel), mean over random subsets."""
+    """Kernel distance (unbiased MMD², cubic polynomial kernel), mean over random subsets.
+
+    `kid-std` is torch-fidelity's spread over the subsets: with no more samples than kid_subset_size every
+    subset holds all of them, so it reflects re-drawing the real set only; the samples' error is metrics_se."""
 
     name = "kid"
     higher_is_better = False
