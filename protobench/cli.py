@@ -11,10 +11,10 @@ from typing import Any
 import click
 
 from protobench.errors import Interrupted, TrainingDiverged, UsageError
+from protobench.vocabulary import AXES, flatten_options
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-AXES = ("dataset", "conditioner", "denoiser", "guidance", "sampler")
 
 
 def console():
@@ -201,7 +201,7 @@ def run(resume_id: str | None, **params: Any) -> None:
             saved = json.loads(cfg_path.read_text())["config"]
             # the saved config is checked like a new one: a tampered file is refused before anything is written
             cfg = build_config({k: v for k, v in saved.items() if k != "options" and v is not None} | {
-                f"{kind}.{k}": v for kind, opts in (saved.get("options") or {}).items() for k, v in opts.items()},
+                **flatten_options(saved.get("options") or {})},
                 registry)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise UsageError(f"{cfg_path}: not a readable run config ({type(exc).__name__}: {exc})") from None
@@ -273,7 +273,8 @@ def plugins(as_json: bool) -> None:
     """List installed plugins by kind, and any that failed to load."""
     from rich.table import Table
 
-    from protobench.plugins import KINDS, get_registry
+    from protobench.plugins import get_registry
+    from protobench.vocabulary import KINDS
 
     registry = get_registry()
     data = {kind: [{"name": e.name, "plugin": e.plugin, "version": e.version}

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from protobench.errors import UsageError
-from protobench.interfaces import KINDS
 from protobench.io import json_digest
 from protobench.plugins import CONTEXT_KEYS, Registry, plugin_options
+from protobench.vocabulary import AXES, KINDS, flatten_options, unflatten_options
 
 
 @dataclass(frozen=True)
@@ -218,8 +218,7 @@ def flatten_toml(data: dict[str, Any], where: str) -> dict[str, Any]:
             for kind, opts in value.items():
                 if not isinstance(opts, dict):
                     raise UsageError(f"{where}: options.{kind} must be a table")
-                for k, v in opts.items():
-                    flat[f"{kind}.{k}"] = v
+                flat.update(flatten_options({kind: opts}))
         elif key in ("sweep", "description", "name"):
             continue
         else:
@@ -243,11 +242,11 @@ def build_config(user: dict[str, Any], registry: Registry) -> RunConfig:
         check_key(key)
     base = RunConfig()
     top: dict[str, Any] = {}
-    for key in ("dataset", "conditioner", "denoiser", "guidance", "sampler"):
+    for key in AXES:
         top[key] = str(user.get(key, getattr(base, key)))
     dataset_cls = registry.get("dataset", top["dataset"]).cls
     presets = dict(getattr(dataset_cls, "presets", {}))
-    classes = {kind: registry.get(kind, top[kind]).cls for kind in ("dataset", "conditioner", "denoiser", "guidance", "sampler")}
+    classes = {kind: registry.get(kind, top[kind]).cls for kind in AXES}
     # top-level keys: default < preset < user
     for key in TOP_LEVEL:
         if key in top:
@@ -285,18 +284,16 @@ def build_config(user: dict[str, Any], registry: Registry) -> RunConfig:
         else:
             defaults = plugin_options(classes[kind], CONTEXT_KEYS)
         resolved = dict(defaults)
-        for key, value in presets.items():
-            if key.startswith(kind + ".") and key.split(".", 1)[1] in defaults:
-                opt = key.split(".", 1)[1]
-                resolved[opt] = coerce(value, defaults[opt], key)
-        for key, value in user.items():
-            if key.startswith(kind + "."):
-                opt = key.split(".", 1)[1]
-                if opt not in defaults:
-                    name = ", ".join(top["metrics"]) if kind == "metric" else top[kind]
-                    listed = ", ".join(sorted(defaults)) or "(none)"
-                    raise UsageError(f"unknown option {key} for {kind} {name}; known options: {listed}")
-                resolved[opt] = coerce(value, defaults[opt], key)
+        for opt, value in unflatten_options(presets).get(kind, {}).items():
+            if opt in defaults:
+                resolved[opt] = coerce(value, defaults[opt], f"{kind}.{opt}")
+        for opt, value in unflatten_options(user).get(kind, {}).items():
+            key = f"{kind}.{opt}"
+            if opt not in defaults:
+                name = ", ".join(top["metrics"]) if kind == "metric" else top[kind]
+                listed = ", ".join(sorted(defaults)) or "(none)"
+                raise UsageError(f"unknown option {key} for {kind} {name}; known options: {listed}")
+            resolved[opt] = coerce(value, defaults[opt], key)
         options[kind] = dict(sorted(resolved.items()))
     cfg = RunConfig(**top, options=options)
     validate(cfg)

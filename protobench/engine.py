@@ -54,6 +54,7 @@ from protobench.plugins import Registry
 from protobench.precision import Precision
 from protobench.progress import stage
 from protobench.records import load_record
+from protobench.vocabulary import AXES
 
 # ---------------------------------------------------------------------------------------------
 # the model being trained
@@ -144,8 +145,7 @@ class Run:
 
     def plugin_versions(self) -> dict[str, dict[str, str]]:
         cfg = self.cfg
-        chosen = [("dataset", cfg.dataset), ("conditioner", cfg.conditioner), ("denoiser", cfg.denoiser),
-                  ("guidance", cfg.guidance), ("sampler", cfg.sampler)] + [("metric", m) for m in cfg.metrics]
+        chosen = [(axis, getattr(cfg, axis)) for axis in AXES] + [("metric", m) for m in cfg.metrics]
         out: dict[str, dict[str, str]] = {}
         for kind, name in chosen:
             entry = self.registry.get(kind, name)

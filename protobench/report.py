@@ -17,10 +17,10 @@ from typing import Any
 from protobench.errors import UsageError
 from protobench.records import PRIMARY_DEFAULTS, primary_key
 from protobench.units import hours_label
+from protobench.vocabulary import AXES, flatten_options
 
 OLYMPIC_MIN_SEEDS = 5
 BASELINE = "random"
-AXES = ("dataset", "conditioner", "denoiser", "guidance", "sampler")
 
 
 def t_quantile(df: int, q: float = 0.975) -> float:
@@ -63,7 +63,7 @@ def higher_is_better(key: str) -> bool:
     try:
         from protobench.plugins import get_registry
 
-        return bool(getattr(get_registry().get("metric", name).cls, "higher_is_better", False))
+        return bool(get_registry().get("metric", name).attribute("higher_is_better", False))
     except Exception:
         return False
 
@@ -206,8 +206,7 @@ def clock_unit(clock: str, device_type: str) -> str:
 
 def _flat_config(config: dict[str, Any]) -> dict[str, Any]:
     flat = {k: v for k, v in config.items() if k not in ("options", "seed", "data_root")}
-    for kind, opts in config.get("options", {}).items():
-        flat.update({f"{kind}.{k}": v for k, v in opts.items()})
+    flat.update(flatten_options(config.get("options", {})))
     return flat
 
 

@@ -15,8 +15,8 @@ from protobench.interfaces.denoiser import Denoiser
 from protobench.interfaces.guidance import ConditionedNet, Guidance
 from protobench.interfaces.metric import Metric, Reference
 from protobench.interfaces.sampler import EpsFn, Sampler
+from protobench.vocabulary import KINDS
 
-KINDS = ("dataset", "conditioner", "denoiser", "guidance", "sampler", "metric")
 BASES = {
     "dataset": Dataset,
     "conditioner": Conditioner,
