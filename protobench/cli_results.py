@@ -117,7 +117,7 @@ def add_commands(main: click.Group) -> None:
     def samples(out: Path | None, run: str, output: Path | None) -> None:
         """The run's last evaluation samples as a grid, one row per class."""
         from protobench.cli import console, resolve_out
-        from protobench.plots import plot_samples
+        from protobench.plot_samples import plot_samples
         from protobench.report import resolve_run
 
         run_dir = resolve_run(run, resolve_out(out))

@@ -10,6 +10,24 @@ from protobench import hookspecs
 
 #: one hook per kind (hookspecs.py), in the order the hooks are declared: "dataset", "conditioner", ...
 KINDS = tuple(n[len("register_"):-1] for n in vars(hookspecs) if n.startswith("register_"))
+#: the names protobench.interfaces defines and the `protobench` package re-exports (the plugin author's surface)
+INTERFACES = (
+    "NULL_LABEL",
+    "ConditionedNet",
+    "Conditioner",
+    "Conditioning",
+    "ConditionSpec",
+    "Dataset",
+    "DataSplit",
+    "Denoiser",
+    "EpsFn",
+    "Guidance",
+    "LossContext",
+    "Metric",
+    "PrepareContext",
+    "Reference",
+    "Sampler",
+)
 #: the kinds a run picks exactly one plugin of (it computes several metrics): a run's, a report row's axes
 AXES = tuple(k for k in KINDS if k != "metric")
 

@@ -51,7 +51,7 @@ def test_a_metric_that_declares_its_direction_wrongly_is_refused_when_imported()
     registry.add("metric", "protobench_metrics.fidelity_metrics:FID", "t", "0", name="fid", higher_is_better=True)
     assert registry.get("metric", "fid").attribute("higher_is_better") is True  # stated, not imported
     try:
-        registry.get("metric", "fid").cls
+        _ = registry.get("metric", "fid").cls
     except PluginError as exc:
         assert "higher_is_better=True" in str(exc)
     else:

@@ -11,7 +11,7 @@ from typing import ClassVar
 
 import torch
 
-from protobench.interfaces.conditioner import PrepareContext
+from protobench import PrepareContext
 from protobench_conditioners.basic import ClassEmbedding
 from protobench_conditioners.stage1 import Stage1Options, prototypes_for
 

@@ -20,11 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from protobench import cache
-from protobench.interfaces.conditioner import PrepareContext
-from protobench.interfaces.dataset import DataSplit
-from protobench.io import json_digest
-from protobench.progress import stage
+from protobench import DataSplit, PrepareContext
+from protobench.kit import cache, json_digest, stage
 
 #: bump when Stage I changes in a way that makes cached prototypes stale
 STAGE1_VERSION = 1
@@ -170,7 +167,7 @@ def train_stage1(train: DataSplit, test: DataSplit, num_classes: int, image_shap
 
 def _train_flops_per_image(model: PrototypeClassifier, x: Tensor, y: Tensor, opts: Stage1Options) -> float:
     """Forward + backward FLOPs of one Stage-I training image (counted once; no state is changed)."""
-    from protobench.flops import count_flops
+    from protobench.kit import count_flops
 
     x = x.float().div(127.5).sub(1.0)
 
