@@ -97,7 +97,7 @@ def add_commands(main: click.Group) -> None:
     @out_option
     @click.option("--output", type=click.Path(path_type=Path), default=None, help="PNG file (default <out>/curves.png).")
     def curves(out: Path | None, output: Path | None) -> None:
-        """FID against device-hours per combination: mean line, band over seeds."""
+        """Each combination's ranked metric against device-hours: mean line, min-max band over seeds."""
         from protobench.cli import console, resolve_out
         from protobench.plots import plot_curves
         from protobench.store import records

@@ -556,13 +556,6 @@ class Run:
 
             load_consolidated_optimizer_state(self.engine, {k: v for k, v in tensors.items() if k.startswith("optim.")},
                                               state["optimizer"])
-        elif "deepspeed_tag" in state["optimizer"]:  # checkpoints from before the consolidated format
-            if not self._deepspeed_owns_optimizer():
-                raise UsageError("this checkpoint's optimizer state was saved by DeepSpeed (ZeRO or bf16/fp16); "
-                                 "resume it with the same --gpus, zero_stage and precision")
-            self.engine.load_checkpoint(str(self.dir / "checkpoints" / "deepspeed"), tag=state["optimizer"]["deepspeed_tag"],
-                                        load_optimizer_states=True, load_lr_scheduler_states=False)
-            model.load_state_dict(strip("model", tensors))
         else:
             self.optimizer.load_state_dict(unflatten_optimizer(tensors, state["optimizer"]))
         self.train_gen.set_state(tensors["rng.train"])

@@ -4,7 +4,7 @@ Built-in plugins import only `protobench` (the interfaces, `hookimpl`, `UsageErr
 outside plugin can do everything a built-in does. Names resolve on first use, so importing it loads no torch.
 
 - `cache`: the one integrity-checked on-disk cache (`cache.load_tensors`, `cache.save_tensors`,
-  `cache.entry_path`, `cache.lookup`, `cache.store`, `cache.adopt`): entries are complete or absent, and a
+  `cache.entry_path`, `cache.lookup`, `cache.store`): entries are complete or absent, and a
   damaged one is named and rebuilt.
 - `stage(description, total, unit)`: a progress bar on stderr for a long step (Stage I, an evaluator).
 - `count_flops(fn)`: the FLOPs of one call, the way the run's FLOP clock counts them.

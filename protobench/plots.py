@@ -10,7 +10,7 @@ from protobench.units import hours_label
 
 
 def curve_points(runs: list[dict[str, Any]]) -> list[tuple[float, float, float, float]]:
-    """Per evaluation cadence point: (mean device-hours, mean FID, min FID, max FID) over the seeds."""
+    """Per evaluation cadence point: (mean device-hours, mean, min, max of the run's ranked metric) over the seeds."""
     by_images: dict[int, list[tuple[float, float]]] = {}
     for r in runs:
         key = r["best"]["metric"]
@@ -21,8 +21,8 @@ def curve_points(runs: list[dict[str, Any]]) -> list[tuple[float, float, float, 
                 by_images.setdefault(ev["images_seen"], []).append(((ds["prepare"] + ds["train"]) / 3600.0, value))
     points = []
     for images in sorted(by_images):
-        hours, fids = zip(*by_images[images], strict=True)
-        points.append((sum(hours) / len(hours), sum(fids) / len(fids), min(fids), max(fids)))
+        hours, values = zip(*by_images[images], strict=True)
+        points.append((sum(hours) / len(hours), sum(values) / len(values), min(values), max(values)))
     return points
 
 
@@ -37,7 +37,7 @@ def plot_curves(records: list[dict[str, Any]], output: Path) -> None:
         if r.get("status") == "completed" and r.get("best"):
             groups.setdefault((r["device"]["type"], r["combination"]), []).append(r)
     if not groups:
-        raise UsageError("no completed runs with an FID to plot")
+        raise UsageError("no completed runs with a metric to plot")
     device_types = sorted({d for d, _ in groups})
     fig, axes = plt.subplots(1, len(device_types), figsize=(7 * len(device_types), 5), squeeze=False)
     for ax, device_type in zip(axes[0], device_types, strict=True):
@@ -52,7 +52,7 @@ def plot_curves(records: list[dict[str, Any]], output: Path) -> None:
             ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2)  # band: min..max over seeds
         ax.set_xlabel(f"{hours_label(device_type)} (prepare + train)")
         ax.set_ylabel(runs[0]["best"]["metric"])
-        ax.set_title(f"{runs[0]['config']['dataset']}: FID vs {hours_label(device_type)}")
+        ax.set_title(f"{runs[0]['config']['dataset']}: {runs[0]['best']['metric']} vs {hours_label(device_type)}")
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()

@@ -1,5 +1,5 @@
 """Bad input is refused the same way every time: one `error:` line on stderr, exit code 2, no traceback, and
-nothing written — no run folder, no cache, no index (issue 13). Each case runs in its own empty folder (cwd,
+nothing written — no run folder, no cache, no index. Each case runs in its own empty folder (cwd,
 HOME, --out and the cache all inside it), through the command line in-process; a few of each kind also as a
 real `protobench` process, for the interpreter's exit code and stderr."""
 

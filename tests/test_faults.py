@@ -1,4 +1,4 @@
-"""Faults injected into real files and real processes (issue 13): each test damages what a real run wrote, then
+"""Faults injected into real files and real processes: each test damages what a real run wrote, then
 checks the one-line message, the fallback, and that nothing is written outside the run's folder.
 
 FAULTS counts the faults these tests inject; each is handled (the test asserts the handling)."""

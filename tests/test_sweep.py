@@ -74,7 +74,7 @@ def test_failing_combination_is_recorded_others_finish_and_rerun_skips(tmp_path,
     assert all(r["best"] is not None for r in done)
     assert len(failed) == 4
     # a plugin that refuses its options at construction, or an unknown plugin name: refused before the run
-    # holds a record (issue 13); the sweep's records and manifest say why
+    # holds a record; the sweep's records and manifest say why
     joins = [r for r in failed if "join must be" in r["error"]]
     unknown = [r for r in failed if "no-such-conditioner" in r["error"]]
     assert len(joins) == 2 and len(unknown) == 2

@@ -8,7 +8,6 @@ of that seed, frozen or unfrozen, reuses one Stage I — and is still charged it
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -192,17 +191,8 @@ def cache_key(dataset_checksum: str, num_classes: int, image_shape, opts: Stage1
     return json_digest(ident, 16)
 
 
-LEGACY_META = "stage1.json"  # the completion mark of entries written before protobench.cache
-
-
 def load_entry(cache_root: Path, key: str) -> tuple[dict[str, Tensor], dict[str, Any], Path] | None:
     """(tensors, metadata, folder) of a verified cache entry, or None (absent, or damaged and reported)."""
-    path = cache.entry_path(cache_root, "prototypes", key)
-    if (path / LEGACY_META).is_file() and (path / WEIGHTS_FILE).is_file() and not (path / cache.MANIFEST).exists():
-        try:  # complete by the old rule (JSON written last): keep the hours of Stage I it holds
-            cache.adopt(cache_root, "prototypes", key, [WEIGHTS_FILE], json.loads((path / LEGACY_META).read_text()))
-        except (OSError, ValueError):
-            pass  # unreadable: the lookup below reports it and it is trained again
     return cache.load_tensors(cache_root, "prototypes", key, name=WEIGHTS_FILE)
 
 
