@@ -201,6 +201,8 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise UsageError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib parses nested arrays and tables recursively
+        raise UsageError(f"{path}: nested too deeply to be a config (arrays or tables inside each other)") from None
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
