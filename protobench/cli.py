@@ -68,13 +68,27 @@ def click_usage_error(exc: click.UsageError, ctx: click.Context) -> None:
 def interrupted_line(exc: BaseException, ctx: click.Context) -> str:
     """What a Ctrl-C kept, and the command that goes on from there."""
     sub = ctx.invoked_subcommand or ""
-    command = " ".join(["protobench", *sys.argv[1:]]) if sys.argv[1:] else "protobench"
+    command = " ".join(["protobench", *_without_stop_after(sys.argv[1:])])
     if isinstance(exc, Interrupted):
         kept = (f"saved checkpoint {exc.checkpoint} at {exc.images_seen:,} images" if exc.checkpoint
                 else f"kept the last checkpoint (stopped at {exc.images_seen:,} images)")
         how = command if sub == "sweep" else f"{command}   (or: protobench run --resume {exc.run_id})"
         return f"interrupted {exc.run_id}: {kept}; resume with: {how}"
     return f"interrupted; run the same command again to resume: {command}"
+
+
+def _without_stop_after(args: list[str]) -> list[str]:
+    """The arguments less --stop-after: the command that goes on must not stop at the same point again."""
+    kept: list[str] = []
+    skip = False
+    for arg in args:
+        if skip or arg.startswith("--stop-after="):
+            skip = False
+            continue
+        skip = arg == "--stop-after"
+        if not skip:
+            kept.append(arg)
+    return kept
 
 
 @click.group(cls=ProtobenchGroup)
@@ -184,10 +198,15 @@ def collect_user(params: dict[str, Any]) -> dict[str, Any]:
 @main.command()
 @run_options
 @click.option("--resume", "resume_id", default=None, help="Resume run RUN_ID from its last checkpoint.")
-def run(resume_id: str | None, **params: Any) -> None:
+@click.option("--stop-after", default=None, metavar="IMAGES",
+              help="Stop once this many images are seen, as Ctrl-C does (checkpoint, exit 130); run again to go on.")
+def run(resume_id: str | None, stop_after: str | None, **params: Any) -> None:
     """Train and evaluate one combination."""
-    from protobench.config import build_config, check_out
+    from protobench.config import build_config, check_out, parse_size
     from protobench.plugins import get_registry
+
+    if stop_after is not None:  # the environment carries it to every DeepSpeed rank
+        os.environ["PROTOBENCH_STOP_AFTER"] = str(parse_size(stop_after) or 1)
 
     registry = get_registry()
     out = resolve_out(params["out"])

@@ -127,6 +127,8 @@ class Run:
         self.prepare_work = {"images": 0.0, "flops": 0.0}
         self.flops_per_image = 0.0
         self._stop = StopRequest()
+        #: stop this invocation (checkpoint, "interrupted", resumable) once this many images are seen: --stop-after
+        self.stop_after = int(os.environ.get("PROTOBENCH_STOP_AFTER") or 0) or math.inf
         self._last_loss = (math.nan, math.nan)  # (loss, mse) last read from the device
 
     def say(self, text: str) -> None:
@@ -360,6 +362,10 @@ class Run:
         # images stay uint8 in memory and become [-1, 1] floats per batch (a float copy of a large split is 4x)
         return x_all[idx][mine], labels[mine], t[mine], noise[mine]
 
+    def _stop_here(self) -> bool:
+        """Ctrl-C asked to stop, or this invocation reached its --stop-after images."""
+        return self._stop.requested or self.images_seen >= self.stop_after
+
     def _train_loop(self) -> dict[str, Any]:
         cfg = self.cfg
         x_all = self.train_split.images
@@ -381,14 +387,14 @@ class Run:
                             if self.progress_callback is not None and self.dist.main:
                                 self.progress_callback(self.images_seen, cfg.budget, mse)
                             if self.step % cfg.log_every == 0 and self._agree(
-                                    self._stop.requested or time.monotonic() - last_checkpoint > self.checkpoint_seconds):
+                                    self._stop_here() or time.monotonic() - last_checkpoint > self.checkpoint_seconds):
                                 break  # checkpoint now (by time, or asked to stop)
                     if self.images_seen >= min(next_eval, cfg.budget):
                         bar.update(note=f"evaluating: sampling {cfg.eval_samples} images")
                         self._evaluate()
                     name = self._checkpoint()
                     last_checkpoint = time.monotonic()
-                    if self._agree(self._stop.requested):
+                    if self._agree(self._stop_here()):
                         raise Interrupted(cfg.run_id(), self.images_seen, name)
         finally:
             display.__exit__(None, None, None)

@@ -4,7 +4,6 @@ the exit code says so; running the sweep again skips what finished."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -45,12 +44,6 @@ def test_sweep_toml(tmp_path):
     path.write_text('[sweep]\nbogus = [1]\n')
     with pytest.raises(UsageError, match="bogus"):
         load_sweep_toml(path)
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    cache = os.environ.get("PROTOBENCH_CACHE") or str(tmp_path_factory.mktemp("cache"))
-    return {**os.environ, "PROTOBENCH_CACHE": cache, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
 
 SWEEP = ["sweep", "--conditioner", "random,none,no-such-conditioner", "--seed", "0", "--budget", "64",
