@@ -220,7 +220,7 @@ def flatten_toml(data: dict[str, Any], where: str) -> dict[str, Any]:
                     raise UsageError(f"{where}: options.{kind} must be a table")
                 for k, v in opts.items():
                     flat[f"{kind}.{k}"] = v
-        elif key in ("sweep", "description", "name"):
+        elif key in ("sweep", "slurm", "description", "name"):
             continue
         else:
             flat[key] = value
