@@ -209,15 +209,15 @@ def run_sweep(params: dict[str, Any]) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     manifest: list[dict[str, Any]] = []
     sid = sweep_id(combos, fixed)
+    if params.get("executor") == "slurm":  # checked (sbatch, partition, [slurm]) before a line is printed
+        from protobench.slurm import run_slurm_sweep
+
+        return run_slurm_sweep(combos, fixed, registry, out, sid, params, c)
     c.print(f"sweep {sid}: {len(combos)} combinations → {out}")
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=c, transient=True, disable=not show)
     from protobench.jobs import default_jobs
 
-    if params.get("executor") == "slurm":
-        from protobench.slurm import run_slurm_sweep
-
-        return run_slurm_sweep(combos, fixed, registry, out, sid, params, c)
     processes = min(params.get("jobs") or default_jobs(), len(combos))
     if processes > 1:
         return _run_parallel(combos, fixed, registry, out, sid, processes, params, c)

@@ -129,7 +129,8 @@ def parse_sbatch_flags(pairs: tuple[str, ...]) -> dict[str, Any]:
         key = key.strip().lstrip("-")
         if not sep or not key:
             raise UsageError(f"--sbatch expects key=value (e.g. account=proj123), got {pair!r}")
-        out[key] = value.strip()
+        value = value.strip()
+        out[key] = True if value.lower() == "true" else value  # `--hold`: a bare sbatch flag
     return out
 
 
@@ -364,6 +365,7 @@ def run_slurm_sweep(combos: list[dict[str, Any]], fixed: dict[str, Any], registr
             continue
         todo.append((describe(combo), cfg))
         manifest.append({"combo": combo, "run_id": cfg.run_id(), "status": "submitted", "error": None})
+    console.print(f"sweep {sid}: {len(combos)} combinations → {out}")
     ids = submit(todo, out, sid, opts, params.get("threads")) if todo else {}
     manifest_path = out / "sweeps" / f"{sid}.json"
     earlier: dict[str, list[str]] = {}

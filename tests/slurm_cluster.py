@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -46,7 +47,10 @@ class Cluster:
     def __init__(self, root: Path):
         self.root = Path(root)
         self.conf = self.root / "slurm.conf"
-        self.socket = self.root / "munge" / "munge.socket"
+        # munged refuses a folder that the munge user cannot reach through its parents (pytest's are mode 700)
+        self.munge_dir = Path(tempfile.mkdtemp(prefix="protobench-munge-"))
+        self.munge_dir.chmod(0o755)  # clients reach the socket through it
+        self.socket = self.munge_dir / "munge.socket"
         self.procs: list[tuple[str, Path]] = []  # (name, pid file)
         self.partition = "debug"
 
@@ -57,8 +61,7 @@ class Cluster:
     def start(self) -> Cluster:
         import pwd
 
-        munge_dir = self.root / "munge"
-        munge_dir.mkdir(parents=True, exist_ok=True)
+        munge_dir = self.munge_dir
         munge = pwd.getpwnam("munge")
         os.chown(munge_dir, munge.pw_uid, munge.pw_gid)
         if not KEY.exists():  # a random key, readable by the munge user only
@@ -132,6 +135,7 @@ class Cluster:
                     break
                 time.sleep(0.1)
         self.procs.clear()
+        shutil.rmtree(self.munge_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
