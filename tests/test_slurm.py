@@ -131,7 +131,8 @@ def test_status_shows_the_jobs_pending_then_completed(slurm, env, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_job_sent_sigterm_checkpoints_requeues_itself_and_resumes(slurm, env, tmp_path):
+@pytest.mark.parametrize("signal", ["TERM", "USR2"])  # preemption; the warning submitit asks for before the time limit
+def test_a_job_sent_sigterm_checkpoints_requeues_itself_and_resumes(slurm, env, tmp_path, signal):
     out = tmp_path / "out"
     protobench("sweep", "--executor", "slurm", "--seed", "0", "--conditioner", "random", *LONG, "--out", str(out),
                env=env)
@@ -144,7 +145,7 @@ def test_a_job_sent_sigterm_checkpoints_requeues_itself_and_resumes(slurm, env, 
     wait_until(logged("loss"), "the first logged step")
     row = status(out, env)[run_id]
     assert row["state"] == "running" and row["where"] and row["since"], row
-    subprocess.run(["scancel", "--signal=TERM", job], env=env, check=True)
+    subprocess.run(["scancel", f"--signal={signal}", job], env=env, check=True)
     [requeued] = wait_until(logged("requeue"), "the job to requeue itself")
     # Slurm holds a requeued job for two minutes before it may start again; the test lets it go at once
     wait_until(lambda: any(line.split()[0] == job and "PENDING" in line for line in queue(env)), "back in the queue")
