@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from protobench.errors import UsageError
+from protobench.errors import Interrupted, UsageError
 from protobench.jobs import follow
 
 # ---------------------------------------------------------------------------------------------
@@ -120,7 +120,7 @@ def _log_tail(log: Path, lines: int = 15) -> str:
 def launch(cfg, out: Path, show_progress: bool = True, hostfile: Path | None = None,
            progress: Callable[[int, int, float], None] | None = None) -> dict[str, Any]:
     """Run `cfg` on cfg.gpus processes under the DeepSpeed launcher; the run's record once it exits."""
-    from protobench.io import append_event, atomic_write_json
+    from protobench.io import append_event, atomic_write_json, read_events
     from protobench.records import load_record
 
     out = Path(out)
@@ -172,7 +172,13 @@ def launch(cfg, out: Path, show_progress: bool = True, hostfile: Path | None = N
     if not (run_dir / "config.json").exists():
         raise RuntimeError(f"the launcher exited with code {rc} before the run started; "
                            f"last lines of {log}:\n{_log_tail(log)}")
-    record = load_record(run_dir)
+    from protobench.locks import run_lock
+
+    with run_lock(run_dir, wait=True, timeout=120):  # rank 0 may still be checkpointing after a signal
+        record = load_record(run_dir)
+    stops = [e for e in read_events(events) if e.get("event") in ("interrupted", "resume", "start", "end", "failed")]
+    if rc != 0 and stops and stops[-1]["event"] == "interrupted":  # SIGTERM reached the ranks: resumable
+        raise Interrupted(cfg.run_id(), int(stops[-1].get("images_seen") or 0), stops[-1].get("checkpoint"))
     if rc != 0 and record["status"] != "failed":
         append_event(events, {"event": "failed", "time": time.time(),
                               "error": f"launcher exited with code {rc}; see {log}", "log_tail": _log_tail(log)})

@@ -248,3 +248,37 @@ def test_a_run_requeued_three_times_without_progress_is_marked_failed(tmp_path, 
     assert requeue(run, 64) == "failed"
     record = load_record(run)
     assert record["status"] == "failed" and "requeued 3 times without progress" in record["error"]
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_a_deepspeed_job_sent_sigterm_checkpoints_requeues_and_resumes(slurm, env, tmp_path):
+    """A combination with --gpus 2 runs DeepSpeed inside its job (CPU processes over gloo with [slurm] gpus = 0)."""
+    import shutil
+
+    launcher = shutil.which("deepspeed", path=env["PATH"])
+    if launcher is None:
+        pytest.skip("the deepspeed launcher is not on PATH")
+    shim = tmp_path / "bin"  # the launcher under the interpreter being tested (a venv may not have its own)
+    shim.mkdir()
+    (shim / "deepspeed").write_text(f"#!{sys.executable}\nfrom deepspeed.launcher.runner import main\nmain()\n")
+    (shim / "deepspeed").chmod(0o755)
+    env = {**env, "PATH": f"{shim}{os.pathsep}{env['PATH']}"}
+    out = tmp_path / "out"
+    toml = tmp_path / "sweep.toml"
+    toml.write_text("[slurm]\ngpus = 0\ncpus = 2\n[sweep]\nseed = [0]\n")
+    protobench("sweep", "--executor", "slurm", "--config", str(toml), "--gpus", "2", "--budget", "8192",
+               "--eval-every", "8192", *TINY, "-o", "denoiser.dropout=0", "--out", str(out), env=env)
+    [(run_id, job)] = submitted_jobs(out).items()
+    events = out / "runs" / run_id / "events.jsonl"
+    wait_until(lambda: [e for e in read_events(events) if e["event"] == "loss"], "the first logged step")
+    subprocess.run(["scancel", "--signal=TERM", job], env=env, check=True)
+    wait_until(lambda: any(line.split()[0] == job and "PENDING" in line for line in queue(env)), "requeued")
+    subprocess.run(["scontrol", "update", f"jobid={job}", "starttime=now"], env=env, check=True)
+    wait_until(lambda: status(out, env)[run_id]["state"] == "completed", "the resumed job to complete", limit=900)
+    log = read_events(events)
+    kinds = [e["event"] for e in log]
+    assert kinds.count("interrupted") == 1 and kinds.count("requeue") == 1 and kinds.count("resume") == 1
+    assert load_record(events.parent)["device"]["count"] == 2
+    steps = [e["step"] for e in log if e["event"] == "loss"]
+    assert len(steps) == len(set(steps)), "a step was trained twice"
