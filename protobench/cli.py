@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from protobench.errors import Interrupted, TrainingDiverged, UsageError
+from protobench.errors import Interrupted, NoSpace, TrainingDiverged, UsageError
 from protobench.vocabulary import AXES, flatten_options
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -73,6 +73,9 @@ def interrupted_line(exc: BaseException, ctx: click.Context) -> str:
         kept = (f"saved checkpoint {exc.checkpoint} at {exc.images_seen:,} images" if exc.checkpoint
                 else f"kept the last checkpoint (stopped at {exc.images_seen:,} images)")
         how = command if sub == "sweep" else f"{command}   (or: protobench run --resume {exc.run_id})"
+        if isinstance(exc, NoSpace):
+            kept = f"checkpoint {exc.checkpoint} at {exc.images_seen:,} images" if exc.checkpoint else "no checkpoint yet"
+            return f"interrupted {exc.run_id}: {exc.reason}; kept {kept} as the latest; make room, then resume with: {how}"
         return f"interrupted {exc.run_id}: {kept}; resume with: {how}"
     return f"interrupted; run the same command again to resume: {command}"
 
@@ -96,6 +99,9 @@ def _without_stop_after(args: list[str]) -> list[str]:
 @click.version_option(package_name="protobench")
 def main(debug: bool) -> None:
     """Benchmark ways of conditioning class-conditional diffusion models: device-hours to best FID."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # kill / a scheduler's preemption: as Ctrl-C
 
 
 def out_option(f):
@@ -321,6 +327,9 @@ from protobench.cli_results import add_commands as _add_results  # noqa: E402
 
 _add_results(main)  # sweep, report, compare, plot
 _add_eval(main)  # eval, sample
+from protobench.status import add_commands as _add_status  # noqa: E402
+
+_add_status(main)  # status
 
 
 if __name__ == "__main__":

@@ -220,7 +220,7 @@ def flatten_toml(data: dict[str, Any], where: str) -> dict[str, Any]:
                 if not isinstance(opts, dict):
                     raise UsageError(f"{where}: options.{kind} must be a table")
                 flat.update(flatten_options({kind: opts}))
-        elif key in ("sweep", "description", "name"):
+        elif key in ("sweep", "slurm", "description", "name"):
             continue
         else:
             flat[key] = value

@@ -34,8 +34,9 @@ from protobench.checkpoints import (
 )
 from protobench.config import RunConfig
 from protobench.diffusion import NoiseSchedule
+from protobench.diskspace import is_no_space, no_space_reason
 from protobench.dist import current_dist, device_info, initialize_engine, pick_device
-from protobench.errors import Interrupted, TrainingDiverged, UsageError
+from protobench.errors import Interrupted, NoSpace, TrainingDiverged, UsageError
 from protobench.generation import generate, save_grid
 from protobench.interfaces import (
     NULL_LABEL,
@@ -231,6 +232,11 @@ class Run:
         except Interrupted as exc:
             self.event("interrupted", images_seen=exc.images_seen, checkpoint=exc.checkpoint)
             raise
+        except OSError as exc:  # a full disk or quota stops the run like Ctrl-C: resumable, not failed
+            if not is_no_space(exc):
+                self.event("failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+                raise
+            raise self._no_space(exc) from None
         except KeyboardInterrupt:
             self.event("interrupted", images_seen=getattr(self, "images_seen", 0), checkpoint=None)
             raise Interrupted(self.cfg.run_id(), getattr(self, "images_seen", 0), None) from None
@@ -240,6 +246,17 @@ class Run:
         except Exception as exc:
             self.event("failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
             raise
+
+    def _no_space(self, exc: OSError) -> NoSpace:
+        """The interruption a full disk makes: what it kept (the last good checkpoint), recorded if there is room."""
+        path, reason = no_space_reason(exc, self.dir)
+        latest = load_latest(self.dir / "checkpoints", quiet=True) or {}
+        stop = NoSpace(self.cfg.run_id(), int(latest.get("images_seen", 0)), latest.get("file"), path, reason)
+        try:
+            self.event("interrupted", images_seen=stop.images_seen, checkpoint=stop.checkpoint, reason=reason)
+        except OSError:  # no room for the event either: the next start finds the same checkpoint
+            pass
+        return stop
 
     def _write_config(self) -> None:
         if not self.dist.main:
@@ -579,30 +596,39 @@ class Run:
 CHECKPOINT_SECONDS = 120.0
 
 
+#: signals that stop a run cleanly: Ctrl-C, SIGTERM (kill, a scheduler's preemption) and SIGUSR2 (what submitit asks
+#: Slurm to send before a job's time limit, `--signal=USR2@90`)
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR2") if hasattr(signal, name))
+
+
 class StopRequest:
-    """Ctrl-C during training: finish the step (or the evaluation), checkpoint, then stop.
+    """Ctrl-C (or SIGTERM, SIGUSR2) during training: finish the step (or the evaluation), checkpoint, then stop.
 
     A second Ctrl-C stops at once (the last checkpoint is kept). Only the main thread can take signals."""
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous = None
+        self._previous: dict[int, Any] = {}
 
     def _handle(self, signum, frame) -> None:
         if self.requested:
-            raise KeyboardInterrupt
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            return  # a scheduler repeating its signal must not cut the checkpoint being written
         self.requested = True
-        print("stopping: saving a checkpoint after this step (Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+        print(f"stopping ({signal.Signals(signum).name}): saving a checkpoint after this step "
+              "(Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
 
     def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            for signum in STOP_SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous.clear()
 
 
 def _version() -> str:
