@@ -278,7 +278,7 @@ class Run:
         self.optimizer = optimizer
         self.precision = Precision(cfg.precision, self.device)
         self.engine = None
-        if self.dist.world > 1:
+        if self.dist.world > 1 or cfg.zero_stage > 0:  # ZeRO asked for on one process too: DeepSpeed's engine
             # DeepSpeed broadcasts rank 0's weights; the EMA is taken after, so it starts equal on every rank
             self.engine = initialize_engine(model, optimizer, cfg, self.dist)
             torch.manual_seed(cfg.seed * 1000 + self.dist.rank)  # dropout differs per rank, as its slice does
@@ -334,7 +334,8 @@ class Run:
 
         def fwd_bwd() -> None:
             loss, _ = model(x0, labels, t, noise)
-            loss.backward()
+            # gradients returned, not accumulated: ZeRO's reduce hooks on .grad must not see this backward
+            torch.autograd.grad(loss, [p for p in model.parameters() if p.requires_grad], allow_unused=True)
 
         # its own RNG stream (dropout) and no gradients left behind: the run continues as if never counted
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
@@ -571,7 +572,7 @@ class Run:
         if state["optimizer"].get("consolidated") == "deepspeed":
             if not self._deepspeed_owns_optimizer():
                 raise UsageError("this checkpoint's optimizer state is DeepSpeed's (ZeRO or bf16/fp16); resume it "
-                                 "with --gpus > 1 and the same precision (any zero_stage 1/2, any number of processes)")
+                                 "under DeepSpeed (--gpus > 1, or zero_stage 1/2) with the same precision (any number of processes)")
             from protobench.dist import load_consolidated_optimizer_state
 
             load_consolidated_optimizer_state(self.engine, {k: v for k, v in tensors.items() if k.startswith("optim.")},
