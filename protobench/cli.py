@@ -264,6 +264,7 @@ def print_record(record: dict[str, Any]) -> None:
     from rich.markup import escape
     from rich.table import Table
 
+    from protobench.ledger import charged_seconds
     from protobench.units import hours_label
 
     table = Table(title=f"run {record['run_id']} — {record['status']}")
@@ -272,17 +273,19 @@ def print_record(record: dict[str, Any]) -> None:
     for key in metric_keys:
         table.add_column(escape(key), justify="right")
     unit = hours_label(record["device"]["type"])
-    table.add_column(f"{unit} (prepare+train)", justify="right")
+    compiled = any(e["device_seconds"].get("compile") for e in record["evals"])
+    table.add_column(f"{unit} (prepare+{'compile+' if compiled else ''}train)", justify="right")
     for ev in record["evals"]:
         ds = ev["device_seconds"]
         table.add_row(str(ev["images_seen"]), *[_fmt(ev["metrics"].get(k)) for k in metric_keys],
-                      f"{(ds['prepare'] + ds['train']) / 3600:.4f}")
+                      f"{charged_seconds(ds) / 3600:.4f}")
     c = console()
     c.print(table)
     if record.get("best"):
         b = record["best"]
         c.print(f"best {escape(b['metric'])} = {b['value']:.3f} at {b['images_seen']} images, "
-                f"{b['device_hours']:.4f} {unit} (prepare {b['prepare_hours']:.4f})")
+                f"{b['device_hours']:.4f} {unit} (prepare {b['prepare_hours']:.4f}"
+                + (f", compile {b['compile_hours']:.4f})" if b.get("compile_hours") else ")"))
     if record.get("error"):
         c.print(f"[red]error:[/red] {record['error']}")
     c.print(f"run folder: {record['path']}")

@@ -41,6 +41,8 @@ class RunConfig:
     gpus: int = 1  # processes; >1 launches under DeepSpeed
     zero_stage: int = 0
     precision: str = "fp32"  # fp32 | bf16 | fp16 (the last two on GPUs)
+    #: torch.compile the step and the sampler: auto (on a GPU only), on, off (protobench/compiled.py)
+    compile: str = "auto"
     data_root: str | None = None
     #: per-kind plugin options, fully resolved: {"denoiser": {"base_channels": 32, ...}, ...}
     options: dict[str, dict[str, Any]] = field(default_factory=lambda: {k: {} for k in KINDS})
@@ -59,7 +61,7 @@ class RunConfig:
 
     def hash(self) -> str:
         """Identity of what the run computes (not where its data lives)."""
-        d = self.to_dict()
+        d = _without_default_compile(self.to_dict())
         d.pop("data_root", None)
         return json_digest(d, 12)
 
@@ -68,10 +70,17 @@ class RunConfig:
 
     def combination(self) -> str:
         """What a report row groups by: everything but the seed."""
-        d = self.to_dict()
+        d = _without_default_compile(self.to_dict())
         d.pop("seed")
         d.pop("data_root", None)
         return json_digest(d, 12)
+
+
+def _without_default_compile(d: dict[str, Any]) -> dict[str, Any]:
+    """compile=auto is left out of the identity: runs from before the option keep their ids."""
+    if d.get("compile") == "auto":
+        d.pop("compile")
+    return d
 
 
 TOP_LEVEL = {f.name: f for f in fields(RunConfig) if f.name != "options"}
@@ -400,6 +409,7 @@ def validate(cfg: RunConfig) -> None:
         (lambda: 1 <= cfg.timesteps <= 10**6, f"timesteps must be in [1, 1000000], got {cfg.timesteps}"),
         (schedule_ok, f"timesteps={cfg.timesteps} is too few for the {cfg.schedule} schedule: some β_t is not in (0, 1)"),
         (lambda: cfg.precision in ("fp32", "bf16", "fp16"), f"precision must be fp32, bf16 or fp16, got {cfg.precision!r}"),
+        (lambda: cfg.compile in ("auto", "on", "off"), f"compile must be auto, on or off, got {cfg.compile!r}"),
     ]
     for ok, message in checks:
         if not ok():

@@ -8,6 +8,7 @@ to the result it would have reached unstopped.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -24,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from protobench import compiled
 from protobench.checkpoints import (
     flatten_optimizer,
     load_latest,
@@ -32,6 +34,7 @@ from protobench.checkpoints import (
     strip,
     unflatten_optimizer,
 )
+from protobench.compiled import CompileClock
 from protobench.config import RunConfig
 from protobench.diffusion import NoiseSchedule
 from protobench.diskspace import is_no_space, no_space_reason
@@ -294,7 +297,7 @@ class Run:
         self.optimizer = optimizer
         self.precision = Precision(cfg.precision, self.device)
         self.engine = None
-        if self.dist.world > 1:
+        if self.dist.world > 1 or cfg.zero_stage > 0:  # ZeRO asked for on one process too: DeepSpeed's engine
             # DeepSpeed broadcasts rank 0's weights; the EMA is taken after, so it starts equal on every rank
             self.engine = initialize_engine(model, optimizer, cfg, self.dist)
             torch.manual_seed(cfg.seed * 1000 + self.dist.rank)  # dropout differs per rank, as its slice does
@@ -316,7 +319,18 @@ class Run:
             self.say(f"run {cfg.run_id()}: {steps:,} steps of {cfg.batch_size} = {steps * cfg.batch_size:,} images"
                      f"{rounded}, evaluated every {cfg.eval_every:,} with {cfg.eval_samples} samples; {where}")
         self.flops_per_image = self._count_flops_per_image()
+        self.compile_clock = self._compile()  # after counting: FLOPs are counted on the eager graph
         return self._train_loop()
+
+    def _compile(self) -> CompileClock | None:
+        """The compiled step (`-o compile`), or None for the eager one; DeepSpeed's engine stays eager."""
+        if not compiled.enabled(self.cfg.compile, self.device):
+            return None
+        if self.engine is not None:
+            self.say("compile: a DeepSpeed run stays eager")
+            return None
+        self.event("stage", name=f"compile ({compiled.mode_for(self.device)})")
+        return compiled.compile_model(self.model, self.device, self.ema.model)
 
     def _add_prepare_work(self, pctx: PrepareContext) -> None:
         self.prepare_work["images"] += pctx.work_images
@@ -339,7 +353,8 @@ class Run:
 
         def fwd_bwd() -> None:
             loss, _ = model(x0, labels, t, noise)
-            loss.backward()
+            # gradients returned, not accumulated: ZeRO's reduce hooks on .grad must not see this backward
+            torch.autograd.grad(loss, [p for p in model.parameters() if p.requires_grad], allow_unused=True)
 
         # its own RNG stream (dropout) and no gradients left behind: the run continues as if never counted
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
@@ -399,13 +414,15 @@ class Run:
                     next_eval = (self.images_seen // cfg.eval_every + 1) * cfg.eval_every
                     with self.ledger.phase("train", self._sync):
                         while self.images_seen < min(next_eval, cfg.budget):
-                            loss, mse = self._train_step(x_all, y_all, autocast)
+                            with self.compile_clock.call() if self.compile_clock else contextlib.nullcontext():
+                                loss, mse = self._train_step(x_all, y_all, autocast)
                             bar.update(completed=self.images_seen, note=f"training, loss {mse:.4f}")
                             if self.progress_callback is not None and self.dist.main:
                                 self.progress_callback(self.images_seen, cfg.budget, mse)
                             if self.step % cfg.log_every == 0 and self._agree(
                                     self._stop_here() or time.monotonic() - last_checkpoint > self.checkpoint_seconds):
                                 break  # checkpoint now (by time, or asked to stop)
+                    compiled.move_to_compile(self.ledger, self.compile_clock, "train")
                     if self.images_seen >= min(next_eval, cfg.budget):
                         bar.update(note=f"evaluating: sampling {cfg.eval_samples} images")
                         self._evaluate()
@@ -500,6 +517,9 @@ class Run:
     def _evaluate(self) -> None:
         cfg = self.cfg
         net = ConditionedNet(self.ema.model.conditioner, self.ema.model.denoiser, self.dataset.num_classes)
+        if compiled.enabled(cfg.compile, self.device):  # one compiled sampler per run: later evaluations reuse it
+            self._eval_net = getattr(self, "_eval_net", None) or compiled.CompiledNet(net, self.device)
+            net = self._eval_net
         if self.guidance.prepares:
             pctx = self.prepare_context(net=net, schedule=self.schedule)
             with self.ledger.phase("prepare", self._sync):
@@ -524,6 +544,7 @@ class Run:
                 grid = self.dir / "samples" / f"{self.images_seen:09d}.png"
                 save_grid(samples, labels, self.dataset.num_classes, grid, class_names=self.dataset.class_names)
                 copy_file(grid, self.dir / "samples.png", within=self.dir)
+        compiled.move_to_compile(self.ledger, getattr(net, "clock", None), "eval")
         ev = {"images_seen": self.images_seen, "step": self.step, "device_seconds": self.ledger.snapshot(),
               "work": self.work(), "metrics": metrics, "instruments": self.instruments}
         self.evals.append(ev)
@@ -574,7 +595,7 @@ class Run:
         if state["optimizer"].get("consolidated") == "deepspeed":
             if not self._deepspeed_owns_optimizer():
                 raise UsageError("this checkpoint's optimizer state is DeepSpeed's (ZeRO or bf16/fp16); resume it "
-                                 "with --gpus > 1 and the same precision (any zero_stage 1/2, any number of processes)")
+                                 "under DeepSpeed (--gpus > 1, or zero_stage 1/2) with the same precision (any number of processes)")
             from protobench.dist import load_consolidated_optimizer_state
 
             load_consolidated_optimizer_state(self.engine, {k: v for k, v in tensors.items() if k.startswith("optim.")},

@@ -79,7 +79,7 @@ def clock_at(ev: dict[str, Any], clock: str = "device-hours", part: str = "total
         if clock == "flops":
             amounts = {k: v / 1e12 for k, v in amounts.items()}  # TFLOP
     if part == "total":
-        return amounts.get("prepare", 0.0) + amounts["train"]
+        return amounts.get("prepare", 0.0) + amounts.get("compile", 0.0) + amounts["train"]  # compile: 0 if eager
     return amounts.get(part, 0.0)
 
 
