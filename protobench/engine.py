@@ -259,7 +259,7 @@ class Run:
             self.event("start", device=device_info(self.device, self.dist.world))
             pctx = self.prepare_context()
             if type(model.conditioner).prepare is not Conditioner.prepare:
-                self.event("stage", name="prepare (Stage I)" if "proto" in self.cfg.conditioner else "prepare")
+                self.event("stage", name=model.conditioner.prepare_stage)
                 self.say(f"{self.cfg.conditioner}: prepare (e.g. Stage I) ...")
             with self.ledger.phase("prepare", self._sync):
                 model.conditioner.prepare(pctx)
@@ -496,13 +496,14 @@ class Run:
                 ref = self.reference()
                 for metric in self.metrics:
                     metrics.update(metric.compute(samples, labels, ref))
-                if acceptance is not None:
-                    metrics["acceptance_rate"] = acceptance
                 grid = self.dir / "samples" / f"{self.images_seen:09d}.png"
                 save_grid(samples, labels, self.dataset.num_classes, grid, class_names=self.dataset.class_names)
                 copy_file(grid, self.dir / "samples.png", within=self.dir)
         ev = {"images_seen": self.images_seen, "step": self.step, "device_seconds": self.ledger.snapshot(),
-              "work": self.work(), "metrics": metrics, "instruments": self.instruments}
+              "work": self.work(), "metrics": metrics, "instruments": self.instruments,
+              # rejection sampling: the share of draws accepted (None: nothing rejects) and the samples dropped
+              "acceptance_rate": acceptance, "samples_dropped": cfg.eval_samples - len(samples),
+              "conditioner": self.model.conditioner.diagnostics()}
         self.evals.append(ev)
         self.event("eval", **ev)
 
