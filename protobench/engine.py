@@ -32,7 +32,7 @@ from protobench.checkpoints import (
     strip,
     unflatten_optimizer,
 )
-from protobench.config import RunConfig
+from protobench.config import RunConfig, lr_at
 from protobench.diffusion import NoiseSchedule
 from protobench.dist import current_dist, device_info, initialize_engine, pick_device
 from protobench.errors import Interrupted, TrainingDiverged, UsageError
@@ -353,6 +353,9 @@ class Run:
         if idx.numel() < bs:  # a dataset smaller than one batch: sample with replacement
             idx = perm[torch.randint(n, (bs,), generator=self.train_gen)]
         t = torch.randint(0, cfg.timesteps, (bs,), generator=self.train_gen)
+        if cfg.small_t_share > 0:  # the official trainloss: the batch's last tenth at t < 50
+            k = int(bs * cfg.small_t_share)
+            t[bs - k:] = torch.randint(0, cfg.small_t, (k,), generator=self.train_gen)
         noise = torch.randn((bs, *x_all.shape[1:]), generator=self.train_gen)
         drop = torch.rand(bs, generator=self.train_gen) < cfg.label_dropout
         labels = torch.where(drop, torch.full_like(y_all[idx], NULL_LABEL), y_all[idx])
@@ -435,6 +438,9 @@ class Run:
         x0, labels, t, noise = (v.to(self.device, non_blocking=True) for v in (x0, labels, t, noise))
         x0 = x0.float().mul_(1 / 127.5).sub_(1.0)  # uint8 travels (4x fewer bytes), converted in place there
         self.model.train()
+        if cfg.lr_schedule != "constant":
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr_at(cfg, self.step)
         if self.engine is not None:
             with autocast:
                 loss, mse = self.engine(x0, labels, t, noise)
