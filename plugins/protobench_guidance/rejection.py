@@ -1,8 +1,8 @@
 """Rejection sampling around any guidance (Graikos et al., "Conditional Generation from Unconditional Diffusion
 Models using Denoiser Representations", §4.2 and §5.3): sample with the wrapped guidance (`base`, CFG with
 w = 0.01 by default), then keep a sample only if a classifier on the denoiser's unconditional (null-label)
-features at t = 300 and 800 gives its class a probability of at least `threshold` (0.2). The classifier is
-fitted few-shot (`n_per_class`). Samples never accepted are dropped by the core and counted.
+features at t = 300 and 800 gives its class a probability of at least `threshold` (0.2). The classifier can
+be fitted few-shot (`n_per_class`). Samples never accepted are dropped by the core and counted.
 """
 
 from __future__ import annotations
@@ -42,16 +42,16 @@ class RejectionSampling(Guidance):
     """Options: `base` (the guidance that samples; any registered one), `guidance_scale` (passed to it: the
     paper's CFG w = 0.01), `base_options` (its other options, `key=value,...`), `threshold` (keep a sample when
     p(y | features) ≥ threshold; 0 = keep all, plain `base`), `timesteps` (300,800), `n_per_class` (few-shot
-    fit: 50 per class, the paper's; 0 = the whole split), and the classifier fit (`fit_draws`, `fit_epochs`,
-    `fit_lr`, `width`)."""
+    fit, as §5.1's 50 + 50; 0 = the whole split, as the official rejection classifier), `noise_features`, and
+    the classifier fit (`fit_draws`, `fit_epochs`, `fit_lr`, `width`)."""
 
     name = "rejection"
     prepares = True  # fits the rejection classifier on the trained denoiser before each evaluation
 
     def __init__(self, num_classes: int = 0, base: str = "cfg", guidance_scale: float = 0.01,
                  base_options: tuple[str, ...] = (), threshold: float = 0.2, timesteps: tuple[int, ...] = (300, 800),
-                 n_per_class: int = 50, fit_draws: int = 3, fit_epochs: int = 15, fit_lr: float = 1e-3,
-                 width: int = 64):
+                 n_per_class: int = 0, fit_draws: int = 3, fit_epochs: int = 15, fit_lr: float = 1e-3,
+                 width: int = 64, noise_features: bool = True):
         try:
             self.base = build_base(base, num_classes, guidance_scale, tuple(base_options))
         except UsageError as exc:
@@ -60,7 +60,8 @@ class RejectionSampling(Guidance):
         # the judge: a feature classifier that never guides (scale 0), only rejects
         self.judge = FeatureGuidance(num_classes, guidance_scale=0.0, timesteps=tuple(timesteps),
                                      reject_threshold=threshold, fit_draws=fit_draws, fit_epochs=fit_epochs,
-                                     fit_lr=fit_lr, width=width, n_per_class=n_per_class)
+                                     fit_lr=fit_lr, width=width, n_per_class=n_per_class,
+                                     noise_features=noise_features)
         self.judge.results_key = "rejection_classifier"
 
     def prepare(self, ctx: PrepareContext) -> None:
