@@ -498,7 +498,7 @@ class Run:
                                                    self.dataset.num_classes, tuple(self.dataset.image_shape),
                                                    seed=cfg.seed + 12345, device=self.device, dist=self.dist)
             metrics: dict[str, float] = {}
-            if self.dist.main:
+            if self.dist.main and len(samples):  # rejection may have dropped every sample: nothing to score
                 ref = self.reference()
                 for metric in self.metrics:
                     metrics.update(metric.compute(samples, labels, ref))
