@@ -35,7 +35,7 @@ from protobench.checkpoints import (
     unflatten_optimizer,
 )
 from protobench.compiled import CompileClock
-from protobench.config import RunConfig
+from protobench.config import RunConfig, lr_at
 from protobench.diffusion import NoiseSchedule
 from protobench.diskspace import is_no_space, no_space_reason
 from protobench.dist import current_dist, device_info, initialize_engine, pick_device
@@ -281,7 +281,7 @@ class Run:
             self.event("start", device=device_info(self.device, self.dist.world))
             pctx = self.prepare_context()
             if type(model.conditioner).prepare is not Conditioner.prepare:
-                self.event("stage", name="prepare (Stage I)" if "proto" in self.cfg.conditioner else "prepare")
+                self.event("stage", name=model.conditioner.prepare_stage)
                 self.say(f"{self.cfg.conditioner}: prepare (e.g. Stage I) ...")
             with self.ledger.phase("prepare", self._sync):
                 model.conditioner.prepare(pctx)
@@ -387,6 +387,9 @@ class Run:
         if idx.numel() < bs:  # a dataset smaller than one batch: sample with replacement
             idx = perm[torch.randint(n, (bs,), generator=self.train_gen)]
         t = torch.randint(0, cfg.timesteps, (bs,), generator=self.train_gen)
+        if cfg.small_t_share > 0:  # the official trainloss: the batch's last tenth at t < 50
+            k = int(bs * cfg.small_t_share)
+            t[bs - k:] = torch.randint(0, cfg.small_t, (k,), generator=self.train_gen)
         noise = torch.randn((bs, *x_all.shape[1:]), generator=self.train_gen)
         drop = torch.rand(bs, generator=self.train_gen) < cfg.label_dropout
         labels = torch.where(drop, torch.full_like(y_all[idx], NULL_LABEL), y_all[idx])
@@ -475,6 +478,9 @@ class Run:
         x0, labels, t, noise = (v.to(self.device, non_blocking=True) for v in (x0, labels, t, noise))
         x0 = x0.float().mul_(1 / 127.5).sub_(1.0)  # uint8 travels (4x fewer bytes), converted in place there
         self.model.train()
+        if cfg.lr_schedule != "constant":
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr_at(cfg, self.step)
         if self.engine is not None:
             with autocast:
                 loss, mse = self.engine(x0, labels, t, noise)
@@ -535,18 +541,19 @@ class Run:
                                                    self.dataset.num_classes, tuple(self.dataset.image_shape),
                                                    seed=cfg.seed + 12345, device=self.device, dist=self.dist)
             metrics: dict[str, float] = {}
-            if self.dist.main:
+            if self.dist.main and len(samples):  # rejection may have dropped every sample: nothing to score
                 ref = self.reference()
                 for metric in self.metrics:
                     metrics.update(metric.compute(samples, labels, ref))
-                if acceptance is not None:
-                    metrics["acceptance_rate"] = acceptance
                 grid = self.dir / "samples" / f"{self.images_seen:09d}.png"
                 save_grid(samples, labels, self.dataset.num_classes, grid, class_names=self.dataset.class_names)
                 copy_file(grid, self.dir / "samples.png", within=self.dir)
         compiled.move_to_compile(self.ledger, getattr(net, "clock", None), "eval")
         ev = {"images_seen": self.images_seen, "step": self.step, "device_seconds": self.ledger.snapshot(),
-              "work": self.work(), "metrics": metrics, "instruments": self.instruments}
+              "work": self.work(), "metrics": metrics, "instruments": self.instruments,
+              # rejection sampling: the share of draws accepted (None: nothing rejects) and the samples dropped
+              "acceptance_rate": acceptance, "samples_dropped": cfg.eval_samples - len(samples),
+              "conditioner": self.model.conditioner.diagnostics()}
         self.evals.append(ev)
         self.event("eval", **ev)
 
