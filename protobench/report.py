@@ -21,9 +21,9 @@ from protobench.errors import UsageError
 from protobench.records import PRIMARY_DEFAULTS, best_eval, higher_is_better, primary_key
 from protobench.stats import METHOD_NAME, paired, summarize, t_quantile  # noqa: F401 (t_quantile: public)
 from protobench.units import hours_label
+from protobench.vocabulary import AXES, flatten_options
 
 BASELINE = "random"
-AXES = ("dataset", "conditioner", "denoiser", "guidance", "sampler")
 #: how progress is counted: measured device-hours, or machine-independent work (prepare charged in each)
 CLOCKS = ("device-hours", "images", "flops")
 #: metrics whose expectation does not depend on the number of samples: a target carries over between counts
@@ -49,7 +49,7 @@ def clock_at(ev: dict[str, Any], clock: str = "device-hours", part: str = "total
         if clock == "flops":
             amounts = {k: v / 1e12 for k, v in amounts.items()}  # TFLOP
     if part == "total":
-        return amounts.get("prepare", 0.0) + amounts["train"]
+        return amounts.get("prepare", 0.0) + amounts.get("compile", 0.0) + amounts["train"]  # compile: 0 if eager
     return amounts.get(part, 0.0)
 
 
@@ -163,7 +163,7 @@ def build_rows(records: list[dict[str, Any]], target: float | None = None, metri
         best = [points[id(r)] for r in runs]
         missing = [r["run_id"] for r, p in zip(runs, best, strict=True) if p["clock"] is None]
         if missing:
-            raise UsageError(f"--clock {clock}: runs {', '.join(missing)} did not record it (older runs); "
+            raise UsageError(f"--clock {clock}: runs {', '.join(missing)} did not record it; "
                              "use --clock device-hours")
         best_stat = summarize([p["value"] for p in best])
         best_stat["se"] = _mean_se(runs, best, key)
@@ -179,6 +179,7 @@ def build_rows(records: list[dict[str, Any]], target: float | None = None, metri
             "images_to_best": summarize([p["images_seen"] for p in best]),
             "final": _final(runs), "evaluations": summarize([len(r["evals"]) for r in runs]),
             "device_type": device_type, "unit": hours_label(device_type),
+            **run_notes(runs),
             "_runs": runs, "_best": best, "_baseline_key": _baseline_key(runs[0]) + json.dumps([key, evaluator]),
         })
     _label_variants(rows)
@@ -282,6 +283,22 @@ def _final(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def run_notes(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a row says besides quality and work: the acceptance rate of rejection sampling (each seed's mean
+    over its evaluations), the conditioner's diagnostics at the last evaluation (e.g. prototype shift and
+    geometry), and whether a pretrained network's compute is left uncharged."""
+    rates = [[e["acceptance_rate"] for e in r["evals"] if e.get("acceptance_rate") is not None] for r in runs]
+    last = [(r["evals"][-1].get("conditioner") or {}) if r["evals"] else {} for r in runs]
+    keys = sorted({k for d in last for k, v in d.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    return {
+        "acceptance_rate": summarize([sum(x) / len(x) for x in rates if x]) if any(rates) else None,
+        "diagnostics": {k: summarize([d[k] for d in last if k in d]) for k in keys},
+        "pretrained": any(d.get("pretrained_backbone") for d in last)
+        or any((v or {}).get("pretrained_backbone") for r in runs for v in r.get("prepare", {}).values()
+               if isinstance(v, dict)),
+    }
+
+
 def _evaluator(record: dict[str, Any]) -> str | None:
     """The digest of the evaluator(s) its metrics came from; numbers from different ones are never pooled."""
     instruments = record.get("instruments") or {}
@@ -294,8 +311,7 @@ def clock_unit(clock: str, device_type: str) -> str:
 
 def _flat_config(config: dict[str, Any]) -> dict[str, Any]:
     flat = {k: v for k, v in config.items() if k not in ("options", "seed", "data_root")}
-    for kind, opts in config.get("options", {}).items():
-        flat.update({f"{kind}.{k}": v for k, v in opts.items()})
+    flat.update(flatten_options(config.get("options", {})))
     return flat
 
 
@@ -413,8 +429,18 @@ def render_rows(rows: list[dict[str, Any]], title: str = "protobench report", cl
             return t
 
         def names(r: dict[str, Any], varying: list[str] = varying) -> list[str]:
-            arm = r["conditioner"] + (f"\n{escape(r['variant'])}" if r.get("variant") else "")
+            arm = r["conditioner"] + (" †" if r.get("pretrained") else "") + \
+                (f"\n{escape(r['variant'])}" if r.get("variant") else "")
             return [*(str(r[a]) for a in varying), arm]
+
+        accepting = any(r.get("acceptance_rate") for r in group)
+        diagnosed = any(r.get("diagnostics") for r in group)
+
+        def notes(r: dict[str, Any], accepting: bool = accepting) -> list[str]:
+            return [fmt_stat(r["acceptance_rate"]) if r.get("acceptance_rate") else "—"] if accepting else []
+
+        def diagnostics(r: dict[str, Any]) -> str:
+            return "\n".join(f"{k} {fmt_stat(v)}" for k, v in (r.get("diagnostics") or {}).items()) or "—"
 
         head = f"{escape(key)} {arrow} — {escape(setting)}"
         if wide:
@@ -423,8 +449,11 @@ def render_rows(rows: list[dict[str, Any]], title: str = "protobench report", cl
             for c in clocks:
                 cols += [f"to target ({clock_unit(c, device_type)})", f"speed-up ({clock_unit(c, device_type)})"]
             cols += ["crossed", "Δbest [95%]", "mde", *(f"final {escape(k.split('[', 1)[0])}" for k in finals)]
+            cols += ["accepted"] if accepting else []
             for col in cols:
                 t.add_column(col, justify="right", no_wrap=True)
+            if diagnosed:
+                t.add_column("conditioner (last eval)", no_wrap=True)
             for r in group:
                 cells = [str(len(r["seeds"])), fmt_stat(r["best"]), _num(r["best"].get("se"), 2)]
                 for c in clocks:
@@ -437,17 +466,23 @@ def render_rows(rows: list[dict[str, Any]], title: str = "protobench report", cl
                     f = r["final"].get(k)
                     cells.append(fmt_stat(f) + (f" (se {_num(f['se'], 2)})" if f and f.get("se") is not None else "")
                                  if f else "—")
-                t.add_row(*names(r), *cells)
+                t.add_row(*names(r), *cells, *notes(r), *([diagnostics(r)] if diagnosed else []))
             out.append(t)
         else:
             t = table(f"{title}: {head}, mean±95% CI")
             unit = clock_unit(clocks[0], device_type)
-            for col in ("n", "best", "se", f"to target, {unit}", "crossed"):
+            for col in ("n", "best", "se", f"to target, {unit}", "crossed", *(["accepted"] if accepting else [])):
                 t.add_column(col, justify="right", no_wrap=True)
             for r in group:
                 t.add_row(*names(r), str(len(r["seeds"])), fmt_stat(r["best"]), _num(r["best"].get("se"), 2),
-                          fmt_work(r["clocks"][clocks[0]]["to_target"], clocks[0]), _crossed(r))
+                          fmt_work(r["clocks"][clocks[0]]["to_target"], clocks[0]), _crossed(r), *notes(r))
             out.append(t)
+            if diagnosed:  # multi-line text: a table of its own, so the numbers above stay within 80 columns
+                t = table("the conditioner at the last evaluation")
+                t.add_column("diagnostics", no_wrap=True)
+                for r in group:
+                    t.add_row(*names(r), diagnostics(r))
+                out.append(t)
             for c in clocks:
                 t = table(f"paired with {BASELINE}, seed by seed ({clock_unit(c, device_type)})")
                 for col in ("speed-up [95%]", "Δbest [95%]", "mde"):
@@ -470,7 +505,14 @@ def render_rows(rows: list[dict[str, Any]], title: str = "protobench report", cl
             "speed-up: the baseline's work to target / the arm's, geometric mean over the seeds both reached "
             "(> 1: faster; * rests on last-evaluation crossings; (k/n): only k of n seeds reached it). "
             f"Δbest: arm − baseline best. Intervals: {METHOD_NAME}, 95%. mde: the Δbest a 5% paired t-test "
-            "detects with 80% power at this many seeds. Stage I (prepare) is charged in every clock."))
+            "detects with 80% power at this many seeds. Stage I (prepare) is charged in every clock."
+            + (" accepted: the share of draws rejection sampling kept (the rest redrawn, and dropped after 10 "
+               "rounds)." if accepting else "")
+            + (" conditioner: prototype_shift = ‖table − start‖/‖start‖ in diffusion training, stage1_shift the "
+               "same in Stage I, prototype_geometry = correlation of the table's pairwise distances with the "
+               "Stage-I class means'." if diagnosed else "")
+            + (" †: a pretrained backbone whose pretraining compute is not charged."
+               if any(r.get("pretrained") for r in group) else "")))
     return out
 
 
@@ -502,7 +544,7 @@ def load_side(spec: str, out: Path) -> list[dict[str, Any]]:
             raise UsageError(f"run {record['run_id']} is {record['status']}, not completed")
         rows = build_rows([record])
     if not rows:
-        raise UsageError(f"{spec}: no completed runs with an FID")
+        raise UsageError(f"{spec}: no completed runs with a metric to rank by")
     return rows
 
 
@@ -548,7 +590,7 @@ def compare_sides(side_a: list[dict[str, Any]], side_b: list[dict[str, Any]]) ->
             raise UsageError(f"cannot compare {a['metric']} scored by different evaluators "
                              f"({a.get('evaluator') or 'unrecorded'} vs {b.get('evaluator') or 'unrecorded'})")
         entry = {"a": {k: a[k] for k in AXES}, "b": {k: b[k] for k in AXES}, "unit": a["unit"], "metric": a["metric"],
-                 "metrics": {}}
+                 "higher_is_better": a.get("higher_is_better", False), "metrics": {}}
         for key in ("best_fid", "device_hours_to_best"):
             sa, sb = a[key], b[key]
             ratio = sb["mean"] / sa["mean"] if sa["mean"] and sb["mean"] is not None else None
@@ -566,12 +608,13 @@ def render_comparison(pairs: list[dict[str, Any]], name_a: str, name_b: str):
     from rich.table import Table
 
     colour = {"better": "green", "worse": "red", "within noise": "yellow"}
-    table = Table(title=f"B = {escape(name_b)} relative to A = {escape(name_a)} (ratio B/A; lower is better)")
+    table = Table(title=f"B = {escape(name_b)} relative to A = {escape(name_a)} (ratio B/A; ↓ lower is better, ↑ higher)")
     for col in ("A combination", "B combination", "quantity", "A", "B", "B/A", "mark"):
         table.add_column(col, justify="right" if col in ("A", "B", "B/A") else "left")
     for p in pairs:
         for key, m in p["metrics"].items():
-            name = f"best {p['metric']}" if key == "best_fid" else f"{p['unit']} to best"
+            arrow = "↑" if key == "best_fid" and p.get("higher_is_better") else "↓"
+            name = f"best {p['metric']} {arrow}" if key == "best_fid" else f"{p['unit']} to best {arrow}"
             ratio = "—" if m["ratio"] is None else f"{m['ratio']:.3f}"
             mark = m["mark"]
             table.add_row(" / ".join(p["a"].values()), " / ".join(p["b"].values()), name,
