@@ -213,12 +213,12 @@ def build_rows(records: list[dict[str, Any]], target: float | None = None, metri
     for row in rows:
         base = row.pop("_base")
         row["speedup_vs_baseline"] = None
-        if base is None or row["target"] is None:
+        if base is None:
             continue
         if row is base:
-            row["speedup_vs_baseline"] = 1.0 if row["crossings"]["never"] == 0 else None
+            row["speedup_vs_baseline"] = 1.0 if row["target"] is not None and row["crossings"]["never"] == 0 else None
             continue
-        row["paired"] = _paired(row, base, clock)
+        row["paired"] = _paired(row, base, clock)  # without a target: the difference in best only
         for c in CLOCKS:
             row["clocks"][c]["work_ratio"] = _paired(row, base, c)["work_ratio"]
         p = row["paired"]

@@ -132,6 +132,8 @@ def test_without_a_declared_target_or_flag_there_is_no_target(tmp_path):
     baseline_and_proto(tmp_path)  # hand-made runs declare none: the report never derives one from the runs it scores
     rows = build_rows(records(tmp_path))
     assert all(r["target"] is None and r["target_source"] is None and r["speedup_vs_baseline"] is None for r in rows)
+    arm = next(r for r in rows if r["conditioner"] == "none")  # the difference in best needs no target
+    assert arm["paired"]["work_ratio"]["value"] is None and arm["paired"]["best_difference"]["value"] == -5.0
 
 
 def test_a_target_declared_by_the_preset_is_used_and_named(tmp_path):
