@@ -345,7 +345,7 @@ def _num(x: float | None, digits: int = 3) -> str:
         x = 0.0
     if x != 0 and (abs(x) >= 1e5 or abs(x) < 1e-3):
         return f"{x:.{digits - 1}e}"
-    return f"{x:.{digits}g}"
+    return f"{x:#.{digits}g}".rstrip(".")  # significant zeros kept: 8.00, not 8
 
 
 def fmt_stat(stat: dict[str, Any], digits: int = 3) -> str:

@@ -340,11 +340,14 @@ def test_the_report_fits_80_columns_and_never_wraps_a_number(tmp_path):
     proto = next(r for r in rows if r["conditioner"] == "proto-unfrozen")
     ratio, diff = proto["paired"]["work_ratio"], proto["paired"]["best_difference"]
     # each interval whole on its row's line (a wrapped number would be split over lines)
-    speed = f"{ratio['value']:.3g}× [{ratio['low']:.3g}, {ratio['high']:.3g}]"
-    delta = f"{diff['value']:.3g} [{diff['low']:.3g}, {diff['high']:.3g}]"
+    def g(x: float) -> str:  # three significant figures, as printed
+        return f"{x:#.3g}".rstrip(".")
+
+    speed = f"{g(ratio['value'])}× [{g(ratio['low'])}, {g(ratio['high'])}]"
+    delta = f"{g(diff['value'])} [{g(diff['low'])}, {g(diff['high'])}]"
     lines = [line for line in table.splitlines() if line.strip().startswith("proto-unfrozen")]
     assert any(speed in line and delta in line for line in lines), table
-    assert any(f"{proto['best']['mean']:.3g}±" in line for line in lines), table
+    assert any(f"{g(proto['best']['mean'])}±" in line for line in lines), table
     assert all(re.search(r"\d", line) for line in lines)
     wide = subprocess.run([sys.executable, "-m", "protobench", "report", "--out", str(tmp_path), "--target", "20",
                            "--wide", "--clock", "all"], capture_output=True, text=True, env={**env, "COLUMNS": "250"},
