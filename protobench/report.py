@@ -445,7 +445,7 @@ def render_rows(rows: list[dict[str, Any]], title: str = "protobench report", cl
         head = f"{escape(key)} {arrow} — {escape(setting)}"
         if wide:
             t = table(f"{title}: {head}")
-            cols = ["n", "best", "best se"]
+            cols = ["n", "best", "best se", f"prepare ({clock_unit(group[0]['clock'], device_type)})"]
             for c in clocks:
                 cols += [f"to target ({clock_unit(c, device_type)})", f"speed-up ({clock_unit(c, device_type)})"]
             cols += ["crossed", "Δbest [95%]", "mde", *(f"final {escape(k.split('[', 1)[0])}" for k in finals)]
@@ -455,7 +455,8 @@ def render_rows(rows: list[dict[str, Any]], title: str = "protobench report", cl
             if diagnosed:
                 t.add_column("conditioner (last eval)", no_wrap=True)
             for r in group:
-                cells = [str(len(r["seeds"])), fmt_stat(r["best"]), _num(r["best"].get("se"), 2)]
+                cells = [str(len(r["seeds"])), fmt_stat(r["best"]), _num(r["best"].get("se"), 2),
+                         fmt_work(r["prepare"], r["clock"])]
                 for c in clocks:
                     cells += [fmt_work(r["clocks"][c]["to_target"], c),
                               _speedup(r, r["clocks"][c].get("work_ratio") or (r.get("paired") or {}).get("work_ratio")
