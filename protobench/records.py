@@ -97,6 +97,9 @@ def _apply(state: dict[str, Any], ev: dict[str, Any]) -> None:
             entry["instruments"] = dict(ev["instruments"])
         if ev.get("work"):  # machine-independent work: images and FLOPs, prepare apart (report --clock)
             entry["work"] = ev["work"]
+        for key in ("acceptance_rate", "samples_dropped", "conditioner"):  # rejection; the conditioner's diagnostics
+            if key in ev:
+                entry[key] = ev[key]
         state["evals"].append(entry)
         state["seconds"] = dict(ev["device_seconds"])
     elif kind == "prepare":
@@ -164,35 +167,3 @@ def unreadable_runs(out: Path) -> list[dict[str, Any]]:
             found.append({"run_id": folder.name, "path": str(folder), **problem, "readable": True})
     return found
 
-
-# ---------------------------------------------------------------------------------------------
-# the measuring instruments: numbers scored by different evaluators are never pooled
-
-
-def evaluator_digests(record: dict[str, Any]) -> dict[str, set[str]]:
-    """{extractor label: the weight digests (sha256) of the instruments the record's numbers were scored
-    with}. Empty for records written before digests were stored."""
-    digests: dict[str, set[str]] = {}
-    for label, digest in (record.get("instruments") or {}).items():
-        digests.setdefault(label, set()).add(digest)
-    for ev in record.get("evals", []):
-        for label, digest in (ev.get("instruments") or {}).items():
-            digests.setdefault(label, set()).add(digest)
-    return digests
-
-
-def instrument_conflict(records: list[dict[str, Any]]) -> str | None:
-    """One line saying why these records' numbers cannot be pooled or compared (different weights behind
-    the same extractor label), or None when they can."""
-    seen: dict[str, dict[str, list[str]]] = {}
-    for record in records:
-        for label, digests in evaluator_digests(record).items():
-            for digest in digests:
-                seen.setdefault(label, {}).setdefault(digest, []).append(record["run_id"])
-    for label, by_digest in sorted(seen.items()):
-        if len(by_digest) > 1:
-            parts = ", ".join(f"{d[:12]} ({len(runs)} run{'s' if len(runs) > 1 else ''}, e.g. {runs[0]})"
-                              for d, runs in sorted(by_digest.items()))
-            return (f"these runs were scored by different {label} weights ({parts}); "
-                    f"their numbers are not comparable: rescore them with one evaluator")
-    return None
