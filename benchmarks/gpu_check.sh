@@ -5,7 +5,7 @@
 #   train-cifar10-b128  the CIFAR-10 preset's U-Net, bf16, batch 128: eager against compiled (-o compile=on's
 #                       step) images/s and MFU against the bf16 peak, with diffusers' UNet2DModel beside them;
 #   zero2-bf16-resume   `protobench run --gpus 1 -o zero_stage=2 -o precision=bf16` (DeepSpeed ZeRO-2 on one
-#                       GPU, digits, tiny budget), stopped after its first checkpoint and resumed to completion;
+#                       GPU, digits, tiny budget), stopped at --stop-after 10k (checkpoint) and resumed to completion;
 #   sampling-cifar10    evaluation images/s of the preset's sampler (DPM-Solver++ with CFG), eager and compiled;
 #   pytest-gpu          the tests marked `gpu`;
 #   train-cifar10-b512  eager against compiled at batch 512;
@@ -149,9 +149,10 @@ else
   skip train-cifar10-b128 "protobench is not installed"
 fi
 
-# -- DeepSpeed ZeRO-2 bf16 on one GPU, stopped after its first checkpoint and resumed (~1-2 min) -----------------
+# -- DeepSpeed ZeRO-2 bf16 on one GPU, stopped at 10k images and resumed (~1-2 min) ------------------------------
 if has protobench && has deepspeed && has sklearn; then
-  stage zero2-bf16-resume 150 "$PY" -m benchmarks.resume_check --out "$WORK/runs-zero2" --name zero2-bf16 -- \
+  stage zero2-bf16-resume 150 "$PY" -m benchmarks.resume_check --out "$WORK/runs-zero2" --name zero2-bf16 \
+    --stop-after 10k -- \
     --dataset digits --conditioner random --gpus 1 -o zero_stage=2 -o precision=bf16 --budget 30k --eval-every 10k
 else
   skip zero2-bf16-resume "needs protobench, deepspeed and scikit-learn"
