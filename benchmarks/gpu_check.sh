@@ -48,15 +48,20 @@ import json, sys
 name, status, seconds, limit, log = sys.argv[1:6]
 result = None
 try:
-    for text in reversed(open(log, encoding="utf-8", errors="replace").read().splitlines()):
-        if text.startswith("{"):
+    lines = open(log, encoding="utf-8", errors="replace").read().splitlines()
+except OSError:
+    lines = []
+for i in reversed(range(len(lines))):
+    if lines[i].startswith("{"):  # one JSON line, or an indented record (`protobench run --json`) to its end
+        try:
+            result = json.loads(lines[i])
+            break
+        except json.JSONDecodeError:
             try:
-                result = json.loads(text)
+                result = json.loads("\n".join(lines[i:]))
                 break
             except json.JSONDecodeError:
                 continue
-except OSError:
-    pass
 print(json.dumps({"stage": name, "status": status, "seconds": int(seconds), "limit_s": int(limit), "result": result}))
 EOF
 }
