@@ -349,6 +349,10 @@ def test_the_report_fits_80_columns_and_never_wraps_a_number(tmp_path):
     assert any(speed in line and delta in line for line in lines), table
     assert any(f"{g(proto['best']['mean'])}±" in line for line in lines), table
     assert all(re.search(r"\d", line) for line in lines)
+    every = subprocess.run([sys.executable, "-m", "protobench", "report", "--out", str(tmp_path), "--target", "20",
+                            "--clock", "all"], capture_output=True, text=True, env=env, check=True).stderr
+    tables = every.split("best: each seed")[0]
+    assert max(len(line) for line in tables.splitlines()) <= 80 and "(TFLOP)" in tables and "(images)" in tables
     wide = subprocess.run([sys.executable, "-m", "protobench", "report", "--out", str(tmp_path), "--target", "20",
                            "--wide", "--clock", "all"], capture_output=True, text=True, env={**env, "COLUMNS": "250"},
                           check=True).stderr
