@@ -246,7 +246,10 @@ def flatten_toml(data: dict[str, Any], where: str) -> dict[str, Any]:
                 if not isinstance(opts, dict):
                     raise UsageError(f"{where}: options.{kind} must be a table")
                 for k, v in opts.items():
-                    flat[f"{kind}.{k}"] = v
+                    if isinstance(v, dict):  # [options.conditioner.proto-unfrozen]: only when that plugin runs
+                        flat.update({f"{kind}:{k}.{k2}": v2 for k2, v2 in v.items()})
+                    else:
+                        flat[f"{kind}.{k}"] = v
         elif key in ("sweep", "description", "name"):
             continue
         else:
@@ -257,7 +260,7 @@ def flatten_toml(data: dict[str, Any], where: str) -> dict[str, Any]:
 def check_key(key: str) -> None:
     if key in TOP_LEVEL:
         return
-    kind = key.split(".", 1)[0]
+    kind = key.split(".", 1)[0].split(":", 1)[0]  # conditioner:proto-unfrozen.dim: for one plugin only
     if "." in key and kind in KINDS:
         return
     known = ", ".join(sorted(TOP_LEVEL)) + ", " + ", ".join(f"{k}.<option>" for k in KINDS)
@@ -272,6 +275,7 @@ def build_config(user: dict[str, Any], registry: Registry) -> RunConfig:
     top: dict[str, Any] = {}
     for key in ("dataset", "conditioner", "denoiser", "guidance", "sampler"):
         top[key] = str(user.get(key, getattr(base, key)))
+    user = for_chosen_plugins(user, top)
     dataset_cls = registry.get("dataset", top["dataset"]).cls
     presets = dict(getattr(dataset_cls, "presets", {}))
     classes = {kind: registry.get(kind, top[kind]).cls for kind in ("dataset", "conditioner", "denoiser", "guidance", "sampler")}
@@ -328,6 +332,17 @@ def build_config(user: dict[str, Any], registry: Registry) -> RunConfig:
     cfg = RunConfig(**top, options=options)
     validate(cfg)
     return cfg
+
+
+def for_chosen_plugins(user: dict[str, Any], chosen: dict[str, str]) -> dict[str, Any]:
+    """Keys `<kind>:<plugin>.<option>` apply as `<kind>.<option>` when that plugin is the chosen one and are
+    dropped otherwise (a sweep TOML can set Stage-I options for the proto arms beside `random`)."""
+    out = {k: v for k, v in user.items() if ":" not in k.split(".", 1)[0]}
+    for key, value in user.items():
+        head, _, option = key.partition(".")
+        if ":" in head and head.split(":", 1)[1] == chosen.get(head.split(":", 1)[0]):
+            out.setdefault(f"{head.split(':', 1)[0]}.{option}", value)
+    return out
 
 
 def build_metrics(cfg: RunConfig, registry: Registry, context: dict[str, Any]) -> list[Any]:
