@@ -318,14 +318,14 @@ def render_rows(rows: list[dict[str, Any]], title: str = "protobench report") ->
         out.append(Text(f"best: the best {key} of each seed; to best / to target: {unit} (prepare + train) until then; "
                         f"target{at} (--target, else the worst best of the random baseline's seeds), [seeds that reached it/seeds]; "
                         f"speed-up: the baseline's {unit} to target / the row's, only when all its seeds reached it; "
-                        "prepare (e.g. Stage I) is included in every column and also shown apart."
+                        "prepare (e.g. Stage I) is included in every column and also shown apart"
                         + ("; accepted: the share of draws rejection sampling kept (the rest redrawn, and dropped "
                            "after 10 rounds)" if accepting else "")
                         + ("; conditioner: prototype_shift = ‖table − start‖/‖start‖ in diffusion training, "
                            "stage1_shift the same in Stage I, prototype_geometry = correlation of the table's "
                            "pairwise distances with the Stage-I class means'" if diagnosed else "")
                         + ("; †: a pretrained backbone whose pretraining compute is not charged"
-                           if any(r.get("pretrained") for r in group) else "")))
+                           if any(r.get("pretrained") for r in group) else "") + "."))
     return out
 
 
