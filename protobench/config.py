@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from protobench.errors import UsageError
-from protobench.interfaces import KINDS
 from protobench.io import json_digest
 from protobench.plugins import CONTEXT_KEYS, Registry, plugin_options
+from protobench.vocabulary import AXES, KINDS, flatten_options, unflatten_options
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,8 @@ class RunConfig:
     gpus: int = 1  # processes; >1 launches under DeepSpeed
     zero_stage: int = 0
     precision: str = "fp32"  # fp32 | bf16 | fp16 (the last two on GPUs)
+    #: torch.compile the step and the sampler: auto (on a GPU only), on, off (protobench/compiled.py)
+    compile: str = "auto"
     data_root: str | None = None
     #: the official ProtoDiffusion training, on request (docs/deviations.md); the defaults are the paper's text
     lr_schedule: str = "constant"  # or "warmup-cosine": linear warm-up to lr × warmup_multiplier, then cosine
@@ -60,7 +62,6 @@ class RunConfig:
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
         d = dict(d)
         d["metrics"] = tuple(d.get("metrics", ("fid",)))
-        d.setdefault("primary_metric", "")  # older runs: the report picks intra-fid, else fid
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
@@ -82,7 +83,7 @@ class RunConfig:
 
 
 #: keys added after runs were first recorded: left out of the hash at their defaults, so run ids stay the same
-LATER_KEYS = ("lr_schedule", "warmup_multiplier", "warmup_share", "small_t_share", "small_t")
+LATER_KEYS = ("lr_schedule", "warmup_multiplier", "warmup_share", "small_t_share", "small_t", "compile")
 
 
 def _without_later_defaults(d: dict[str, Any]) -> dict[str, Any]:
@@ -229,6 +230,8 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise UsageError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib parses nested arrays and tables recursively
+        raise UsageError(f"{path}: nested too deeply to be a config (arrays or tables inside each other)") from None
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
@@ -245,12 +248,12 @@ def flatten_toml(data: dict[str, Any], where: str) -> dict[str, Any]:
             for kind, opts in value.items():
                 if not isinstance(opts, dict):
                     raise UsageError(f"{where}: options.{kind} must be a table")
-                for k, v in opts.items():
-                    if isinstance(v, dict):  # [options.conditioner.proto-unfrozen]: only when that plugin runs
-                        flat.update({f"{kind}:{k}.{k2}": v2 for k2, v2 in v.items()})
-                    else:
-                        flat[f"{kind}.{k}"] = v
-        elif key in ("sweep", "description", "name"):
+                plain = {k: v for k, v in opts.items() if not isinstance(v, dict)}
+                flat.update(flatten_options({kind: plain}))
+                for name, table in opts.items():  # [options.conditioner.proto-unfrozen]: only when that plugin runs
+                    if isinstance(table, dict):
+                        flat.update({f"{kind}:{name}.{k}": v for k, v in table.items()})
+        elif key in ("sweep", "slurm", "description", "name"):
             continue
         else:
             flat[key] = value
@@ -273,12 +276,12 @@ def build_config(user: dict[str, Any], registry: Registry) -> RunConfig:
         check_key(key)
     base = RunConfig()
     top: dict[str, Any] = {}
-    for key in ("dataset", "conditioner", "denoiser", "guidance", "sampler"):
+    for key in AXES:
         top[key] = str(user.get(key, getattr(base, key)))
     user = for_chosen_plugins(user, top)
     dataset_cls = registry.get("dataset", top["dataset"]).cls
     presets = dict(getattr(dataset_cls, "presets", {}))
-    classes = {kind: registry.get(kind, top[kind]).cls for kind in ("dataset", "conditioner", "denoiser", "guidance", "sampler")}
+    classes = {kind: registry.get(kind, top[kind]).cls for kind in AXES}
     # top-level keys: default < preset < user
     for key in TOP_LEVEL:
         if key in top:
@@ -316,18 +319,16 @@ def build_config(user: dict[str, Any], registry: Registry) -> RunConfig:
         else:
             defaults = plugin_options(classes[kind], CONTEXT_KEYS)
         resolved = dict(defaults)
-        for key, value in presets.items():
-            if key.startswith(kind + ".") and key.split(".", 1)[1] in defaults:
-                opt = key.split(".", 1)[1]
-                resolved[opt] = coerce(value, defaults[opt], key)
-        for key, value in user.items():
-            if key.startswith(kind + "."):
-                opt = key.split(".", 1)[1]
-                if opt not in defaults:
-                    name = ", ".join(top["metrics"]) if kind == "metric" else top[kind]
-                    listed = ", ".join(sorted(defaults)) or "(none)"
-                    raise UsageError(f"unknown option {key} for {kind} {name}; known options: {listed}")
-                resolved[opt] = coerce(value, defaults[opt], key)
+        for opt, value in unflatten_options(presets).get(kind, {}).items():
+            if opt in defaults:
+                resolved[opt] = coerce(value, defaults[opt], f"{kind}.{opt}")
+        for opt, value in unflatten_options(user).get(kind, {}).items():
+            key = f"{kind}.{opt}"
+            if opt not in defaults:
+                name = ", ".join(top["metrics"]) if kind == "metric" else top[kind]
+                listed = ", ".join(sorted(defaults)) or "(none)"
+                raise UsageError(f"unknown option {key} for {kind} {name}; known options: {listed}")
+            resolved[opt] = coerce(value, defaults[opt], key)
         options[kind] = dict(sorted(resolved.items()))
     cfg = RunConfig(**top, options=options)
     validate(cfg)
@@ -450,6 +451,7 @@ def validate(cfg: RunConfig) -> None:
         (lambda: 0.0 <= cfg.small_t_share <= 1.0, f"small_t_share must be in [0, 1], got {cfg.small_t_share}"),
         (lambda: 1 <= cfg.small_t <= cfg.timesteps, f"small_t must be in [1, timesteps], got {cfg.small_t}"),
         (lambda: cfg.precision in ("fp32", "bf16", "fp16"), f"precision must be fp32, bf16 or fp16, got {cfg.precision!r}"),
+        (lambda: cfg.compile in ("auto", "on", "off"), f"compile must be auto, on or off, got {cfg.compile!r}"),
     ]
     for ok, message in checks:
         if not ok():

@@ -17,10 +17,10 @@ from typing import Any
 from protobench.errors import UsageError
 from protobench.records import PRIMARY_DEFAULTS, primary_key
 from protobench.units import hours_label
+from protobench.vocabulary import AXES, flatten_options
 
 OLYMPIC_MIN_SEEDS = 5
 BASELINE = "random"
-AXES = ("dataset", "conditioner", "denoiser", "guidance", "sampler")
 
 
 def t_quantile(df: int, q: float = 0.975) -> float:
@@ -63,7 +63,7 @@ def higher_is_better(key: str) -> bool:
     try:
         from protobench.plugins import get_registry
 
-        return bool(getattr(get_registry().get("metric", name).cls, "higher_is_better", False))
+        return bool(get_registry().get("metric", name).attribute("higher_is_better", False))
     except Exception:
         return False
 
@@ -79,7 +79,7 @@ def clock_at(ev: dict[str, Any], clock: str = "device-hours", part: str = "total
         if clock == "flops":
             amounts = {k: v / 1e12 for k, v in amounts.items()}  # TFLOP
     if part == "total":
-        return amounts.get("prepare", 0.0) + amounts["train"]
+        return amounts.get("prepare", 0.0) + amounts.get("compile", 0.0) + amounts["train"]  # compile: 0 if eager
     return amounts.get(part, 0.0)
 
 
@@ -146,7 +146,7 @@ def build_rows(records: list[dict[str, Any]], target: float | None = None, metri
         best = [points[id(r)] for r in runs]
         missing = [r["run_id"] for r, p in zip(runs, best, strict=True) if p["clock"] is None]
         if missing:
-            raise UsageError(f"--clock {clock}: runs {', '.join(missing)} did not record it (older runs); "
+            raise UsageError(f"--clock {clock}: runs {', '.join(missing)} did not record it; "
                              "use --clock device-hours")
         best_stat = summarize([p["value"] for p in best])
         rows.append({
@@ -223,8 +223,7 @@ def clock_unit(clock: str, device_type: str) -> str:
 
 def _flat_config(config: dict[str, Any]) -> dict[str, Any]:
     flat = {k: v for k, v in config.items() if k not in ("options", "seed", "data_root")}
-    for kind, opts in config.get("options", {}).items():
-        flat.update({f"{kind}.{k}": v for k, v in opts.items()})
+    flat.update(flatten_options(config.get("options", {})))
     return flat
 
 
@@ -357,7 +356,7 @@ def load_side(spec: str, out: Path) -> list[dict[str, Any]]:
             raise UsageError(f"run {record['run_id']} is {record['status']}, not completed")
         rows = build_rows([record])
     if not rows:
-        raise UsageError(f"{spec}: no completed runs with an FID")
+        raise UsageError(f"{spec}: no completed runs with a metric to rank by")
     return rows
 
 
@@ -399,7 +398,7 @@ def compare_sides(side_a: list[dict[str, Any]], side_b: list[dict[str, Any]]) ->
             raise UsageError(f"cannot compare {a['metric']} scored by different evaluators "
                              f"({a.get('evaluator') or 'unrecorded'} vs {b.get('evaluator') or 'unrecorded'})")
         entry = {"a": {k: a[k] for k in AXES}, "b": {k: b[k] for k in AXES}, "unit": a["unit"], "metric": a["metric"],
-                 "metrics": {}}
+                 "higher_is_better": a.get("higher_is_better", False), "metrics": {}}
         for key in ("best_fid", "device_hours_to_best"):
             sa, sb = a[key], b[key]
             ratio = sb["mean"] / sa["mean"] if sa["mean"] and sb["mean"] is not None else None
@@ -417,12 +416,13 @@ def render_comparison(pairs: list[dict[str, Any]], name_a: str, name_b: str):
     from rich.table import Table
 
     colour = {"better": "green", "worse": "red", "within noise": "yellow"}
-    table = Table(title=f"B = {escape(name_b)} relative to A = {escape(name_a)} (ratio B/A; lower is better)")
+    table = Table(title=f"B = {escape(name_b)} relative to A = {escape(name_a)} (ratio B/A; ↓ lower is better, ↑ higher)")
     for col in ("A combination", "B combination", "quantity", "A", "B", "B/A", "mark"):
         table.add_column(col, justify="right" if col in ("A", "B", "B/A") else "left")
     for p in pairs:
         for key, m in p["metrics"].items():
-            name = f"best {p['metric']}" if key == "best_fid" else f"{p['unit']} to best"
+            arrow = "↑" if key == "best_fid" and p.get("higher_is_better") else "↓"
+            name = f"best {p['metric']} {arrow}" if key == "best_fid" else f"{p['unit']} to best {arrow}"
             ratio = "—" if m["ratio"] is None else f"{m['ratio']:.3f}"
             mark = m["mark"]
             table.add_row(" / ".join(p["a"].values()), " / ".join(p["b"].values()), name,

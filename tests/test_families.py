@@ -231,7 +231,7 @@ def test_rejection_sampling_returns_only_samples_above_the_threshold(uncondition
     plain, _ = _guidance(net, schedule, digits, tmp_path, guidance_scale=3.0)
     raw, raw_labels, raw_rate = generate(net, plain, sampler, schedule, 30, 10, (1, 8, 8), seed=3,
                                          device=torch.device("cpu"))
-    assert raw_rate is None or raw_rate == 1.0
+    assert raw_rate is None  # no rejection: no acceptance rate to report
     with torch.no_grad():
         p_raw = g.log_prob(net, raw.float().div(127.5).sub(1.0), raw_labels).exp()
     assert (p_raw < threshold).any() == (rate < 1.0)

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from protobench.interfaces.conditioner import PrepareContext
+from protobench import PrepareContext
 from protobench_conditioners.basic import ClassEmbedding
 from protobench_conditioners.stage1 import Stage1Options, geometry, prototypes_for, relative_shift
 

@@ -8,7 +8,6 @@ of that seed, frozen or unfrozen, reuses one Stage I — and is still charged it
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -20,11 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from protobench import cache
-from protobench.interfaces.conditioner import PrepareContext
-from protobench.interfaces.dataset import DataSplit
-from protobench.io import json_digest
-from protobench.progress import stage
+from protobench import DataSplit, PrepareContext
+from protobench.kit import cache, json_digest, stage
 
 #: bump when Stage I changes in a way that makes cached prototypes stale
 STAGE1_VERSION = 1
@@ -229,7 +225,7 @@ def train_stage1(train: DataSplit, test: DataSplit, num_classes: int, image_shap
 
 def _train_flops_per_image(model: PrototypeClassifier, x: Tensor, y: Tensor, opts: Stage1Options) -> float:
     """Forward + backward FLOPs of one Stage-I training image (counted once; no state is changed)."""
-    from protobench.flops import count_flops
+    from protobench.kit import count_flops
 
     x = x.float().div(127.5).sub(1.0)
 
@@ -278,17 +274,8 @@ def cache_key(dataset_checksum: str, num_classes: int, image_shape, opts: Stage1
     return json_digest(ident, 16)
 
 
-LEGACY_META = "stage1.json"  # the completion mark of entries written before protobench.cache
-
-
 def load_entry(cache_root: Path, key: str) -> tuple[dict[str, Tensor], dict[str, Any], Path] | None:
     """(tensors, metadata, folder) of a verified cache entry, or None (absent, or damaged and reported)."""
-    path = cache.entry_path(cache_root, "prototypes", key)
-    if (path / LEGACY_META).is_file() and (path / WEIGHTS_FILE).is_file() and not (path / cache.MANIFEST).exists():
-        try:  # complete by the old rule (JSON written last): keep the hours of Stage I it holds
-            cache.adopt(cache_root, "prototypes", key, [WEIGHTS_FILE], json.loads((path / LEGACY_META).read_text()))
-        except (OSError, ValueError):
-            pass  # unreadable: the lookup below reports it and it is trained again
     return cache.load_tensors(cache_root, "prototypes", key, name=WEIGHTS_FILE)
 
 
