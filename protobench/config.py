@@ -254,7 +254,11 @@ def flatten_toml(data: dict[str, Any], where: str) -> dict[str, Any]:
             for kind, opts in value.items():
                 if not isinstance(opts, dict):
                     raise UsageError(f"{where}: options.{kind} must be a table")
-                flat.update(flatten_options({kind: opts}))
+                plain = {k: v for k, v in opts.items() if not isinstance(v, dict)}
+                flat.update(flatten_options({kind: plain}))
+                for name, table in opts.items():  # [options.conditioner.proto-unfrozen]: only when that plugin runs
+                    if isinstance(table, dict):
+                        flat.update({f"{kind}:{name}.{k}": v for k, v in table.items()})
         elif key in ("sweep", "slurm", "description", "name"):
             continue
         else:
@@ -265,7 +269,7 @@ def flatten_toml(data: dict[str, Any], where: str) -> dict[str, Any]:
 def check_key(key: str) -> None:
     if key in TOP_LEVEL:
         return
-    kind = key.split(".", 1)[0]
+    kind = key.split(".", 1)[0].split(":", 1)[0]  # conditioner:proto-unfrozen.dim: for one plugin only
     if "." in key and kind in KINDS:
         return
     known = ", ".join(sorted(TOP_LEVEL)) + ", " + ", ".join(f"{k}.<option>" for k in KINDS)
@@ -280,6 +284,7 @@ def build_config(user: dict[str, Any], registry: Registry) -> RunConfig:
     top: dict[str, Any] = {}
     for key in AXES:
         top[key] = str(user.get(key, getattr(base, key)))
+    user = for_chosen_plugins(user, top)
     dataset_cls = registry.get("dataset", top["dataset"]).cls
     presets = dict(getattr(dataset_cls, "presets", {}))
     classes = {kind: registry.get(kind, top[kind]).cls for kind in AXES}
@@ -334,6 +339,34 @@ def build_config(user: dict[str, Any], registry: Registry) -> RunConfig:
     cfg = RunConfig(**top, options=options)
     validate(cfg)
     return cfg
+
+
+def for_chosen_plugins(user: dict[str, Any], chosen: dict[str, str]) -> dict[str, Any]:
+    """Keys `<kind>:<plugin>.<option>` apply as `<kind>.<option>` when that plugin is the chosen one and are
+    dropped otherwise (a sweep TOML can set Stage-I options for the proto arms beside `random`)."""
+    out = {k: v for k, v in user.items() if ":" not in k.split(".", 1)[0]}
+    for key, value in user.items():
+        head, _, option = key.partition(".")
+        if ":" in head and head.split(":", 1)[1] == chosen.get(head.split(":", 1)[0]):
+            out.setdefault(f"{head.split(':', 1)[0]}.{option}", value)
+    return out
+
+
+def build_plugin(kind: str, name: str, options: dict[str, Any], context: dict[str, Any],
+                 if_accepted: dict[str, Any] | None = None) -> Any:
+    """A plugin built by name from the registry, its options typed by its own defaults (strings as from `-o`),
+    an unknown name or option a one-line UsageError: how a plugin builds another (e.g. the guidance that
+    rejection sampling wraps). `if_accepted`: options passed only to a plugin that takes them."""
+    from protobench.plugins import get_registry
+
+    registry = get_registry()
+    known = plugin_options(registry.get(kind, name).cls, CONTEXT_KEYS)
+    options = {**{k: v for k, v in (if_accepted or {}).items() if k in known}, **options}
+    for key in options:
+        if key not in known:
+            raise UsageError(f"unknown option {key} for {kind} {name}; known options: {', '.join(sorted(known)) or '(none)'}")
+    typed = {k: coerce(v, known[k], f"{kind}.{k}") for k, v in options.items()}
+    return registry.build(kind, name, typed, context)
 
 
 def build_metrics(cfg: RunConfig, registry: Registry, context: dict[str, Any]) -> list[Any]:

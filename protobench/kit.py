@@ -11,6 +11,8 @@ outside plugin can do everything a built-in does. Names resolve on first use, so
 - `json_digest(obj)`, `sha256_file(path)`: stable identities for cache keys and files.
 - `random_shift(x, generator)`: the augmentation the small helper classifiers use.
 - `atomic_write_bytes`, `atomic_write_json`: files written whole or not at all; `warn(message)`: one stderr line.
+- `build_plugin(kind, name, options, context)`: another plugin built by name, its options typed by its
+  defaults (rejection sampling builds the guidance it wraps).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "atomic_write_bytes": ("protobench.io", "atomic_write_bytes"),
     "atomic_write_json": ("protobench.io", "atomic_write_json"),
     "warn": ("protobench.io", "warn"),
+    "build_plugin": ("protobench.config", "build_plugin"),
 }
 
 __all__ = sorted(_EXPORTS)
