@@ -19,6 +19,7 @@ _INTERFACES = (
     "Denoiser",
     "EpsFn",
     "Guidance",
+    "Logger",
     "LossContext",
     "Metric",
     "PrepareContext",

@@ -42,6 +42,8 @@ class RunConfig:
     zero_stage: int = 0
     precision: str = "fp32"  # fp32 | bf16 | fp16 (the last two on GPUs)
     data_root: str | None = None
+    #: live loggers (`--logger tensorboard`): they observe the run, so they are no part of its identity (hash)
+    loggers: tuple[str, ...] = ()
     #: per-kind plugin options, fully resolved: {"denoiser": {"base_channels": 32, ...}, ...}
     options: dict[str, dict[str, Any]] = field(default_factory=lambda: {k: {} for k in KINDS})
 
@@ -60,8 +62,7 @@ class RunConfig:
 
     def hash(self) -> str:
         """Identity of what the run computes (not where its data lives)."""
-        d = self.to_dict()
-        d.pop("data_root", None)
+        d = _identity(self.to_dict())
         return json_digest(d, 12)
 
     def run_id(self) -> str:
@@ -69,10 +70,17 @@ class RunConfig:
 
     def combination(self) -> str:
         """What a report row groups by: everything but the seed."""
-        d = self.to_dict()
+        d = _identity(self.to_dict())
         d.pop("seed")
-        d.pop("data_root", None)
         return json_digest(d, 12)
+
+
+def _identity(d: dict[str, Any]) -> dict[str, Any]:
+    """What a run computes: not where its data lives, nor who watches it (loggers)."""
+    d.pop("data_root", None)
+    d.pop("loggers", None)
+    d["options"] = {k: v for k, v in d.get("options", {}).items() if k != "logger"}
+    return d
 
 
 TOP_LEVEL = {f.name: f for f in fields(RunConfig) if f.name != "options"}
@@ -268,6 +276,11 @@ def build_config(user: dict[str, Any], registry: Registry) -> RunConfig:
                          "without evaluating")
     for m in top["metrics"]:
         registry.get("metric", m)
+    if isinstance(top["loggers"], str):
+        top["loggers"] = tuple(n.strip() for n in top["loggers"].split(",") if n.strip())
+    top["loggers"] = tuple(n for n in top["loggers"] if n != "none")
+    for name in top["loggers"]:
+        registry.get("logger", name)
     if top["metrics"] and top["primary_metric"] not in top["metrics"]:
         if "primary_metric" in user:
             raise UsageError(f"primary_metric {top['primary_metric']} is not among the metrics computed "
@@ -282,6 +295,10 @@ def build_config(user: dict[str, Any], registry: Registry) -> RunConfig:
             for m in top["metrics"]:
                 merged.update(plugin_options(registry.get("metric", m).cls, CONTEXT_KEYS))
             defaults = merged
+        elif kind == "logger":  # like metrics: each selected logger takes the `logger.*` options it accepts
+            defaults = {}
+            for name in top["loggers"]:
+                defaults.update(plugin_options(registry.get("logger", name).cls, CONTEXT_KEYS))
         else:
             defaults = plugin_options(classes[kind], CONTEXT_KEYS)
         resolved = dict(defaults)
@@ -293,7 +310,8 @@ def build_config(user: dict[str, Any], registry: Registry) -> RunConfig:
             if key.startswith(kind + "."):
                 opt = key.split(".", 1)[1]
                 if opt not in defaults:
-                    name = ", ".join(top["metrics"]) if kind == "metric" else top[kind]
+                    name = ", ".join(top["metrics"]) if kind == "metric" else \
+                        ", ".join(top["loggers"]) or "(none: --logger NAME)" if kind == "logger" else top[kind]
                     listed = ", ".join(sorted(defaults)) or "(none)"
                     raise UsageError(f"unknown option {key} for {kind} {name}; known options: {listed}")
                 resolved[opt] = coerce(value, defaults[opt], key)
@@ -359,7 +377,7 @@ def validate(cfg: RunConfig) -> None:
         value = getattr(cfg, f.name)
         if f.name == "options":
             ok = isinstance(value, dict) and all(isinstance(v, dict) for v in value.values())
-        elif f.name == "metrics":
+        elif f.name in ("metrics", "loggers"):
             ok = isinstance(value, tuple) and all(isinstance(m, str) for m in value)
         elif f.name == "data_root":
             ok = value is None or isinstance(value, str)

@@ -48,6 +48,7 @@ from protobench.interfaces import (
 from protobench.io import append_event, atomic_write_json, copy_file, run_path
 from protobench.ledger import Ledger
 from protobench.locks import RunLock, RunLocked
+from protobench.loggers import RunLoggers
 from protobench.parts import build_parts, inception_weights, prepare_context
 from protobench.paths import cache_dir
 from protobench.plugins import Registry
@@ -127,6 +128,7 @@ class Run:
         self.flops_per_image = 0.0
         self._stop = StopRequest()
         self._last_loss = (math.nan, math.nan)  # (loss, mse) last read from the device
+        self.loggers: RunLoggers | None = None  # live loggers (main process), fed every event
 
     def say(self, text: str) -> None:
         """One line for the person at the terminal (stderr; the main process only)."""
@@ -140,7 +142,10 @@ class Run:
 
     def event(self, kind: str, **fields: Any) -> None:
         if self.dist.main:
-            append_event(self.events_path, {"event": kind, "time": time.time(), **fields})
+            record = {"event": kind, "time": time.time(), **fields}
+            append_event(self.events_path, record)
+            if self.loggers is not None:
+                self.loggers.log(record)
 
     def plugin_versions(self) -> dict[str, dict[str, str]]:
         cfg = self.cfg
@@ -221,6 +226,8 @@ class Run:
             self.prepare_instruments()
         self.ledger = Ledger(devices=self.dist.world)
         self._write_config()
+        if self.dist.main and self.cfg.loggers:
+            self.loggers = RunLoggers(self.cfg, self.registry, self.dir)
         try:
             return self._execute()
         except TrainingDiverged as exc:
@@ -238,6 +245,10 @@ class Run:
         except Exception as exc:
             self.event("failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
             raise
+        finally:
+            if self.loggers is not None:
+                self.loggers.close()
+                self.loggers = None
 
     def _write_config(self) -> None:
         if not self.dist.main:
@@ -502,7 +513,8 @@ class Run:
                 save_grid(samples, labels, self.dataset.num_classes, grid, class_names=self.dataset.class_names)
                 copy_file(grid, self.dir / "samples.png", within=self.dir)
         ev = {"images_seen": self.images_seen, "step": self.step, "device_seconds": self.ledger.snapshot(),
-              "work": self.work(), "metrics": metrics, "instruments": self.instruments}
+              "work": self.work(), "metrics": metrics, "instruments": self.instruments,
+              "samples": f"samples/{self.images_seen:09d}.png"}
         self.evals.append(ev)
         self.event("eval", **ev)
 

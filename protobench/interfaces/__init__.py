@@ -1,4 +1,4 @@
-"""The six plugin kinds: one small abstract base class per module."""
+"""The plugin kinds: one small abstract base class per module."""
 
 # ruff: noqa: F401 - a re-export module: the names are listed once, in protobench._INTERFACES (so in __all__)
 from protobench import _INTERFACES
@@ -13,10 +13,11 @@ from protobench.interfaces.conditioner import (
 from protobench.interfaces.dataset import Dataset, DataSplit
 from protobench.interfaces.denoiser import Denoiser
 from protobench.interfaces.guidance import ConditionedNet, Guidance
+from protobench.interfaces.logger import Logger
 from protobench.interfaces.metric import Metric, Reference
 from protobench.interfaces.sampler import EpsFn, Sampler
 
-KINDS = ("dataset", "conditioner", "denoiser", "guidance", "sampler", "metric")
+KINDS = ("dataset", "conditioner", "denoiser", "guidance", "sampler", "metric", "logger")
 BASES = {
     "dataset": Dataset,
     "conditioner": Conditioner,
@@ -24,6 +25,7 @@ BASES = {
     "guidance": Guidance,
     "sampler": Sampler,
     "metric": Metric,
+    "logger": Logger,
 }
 
 # the names the package re-exports (protobench._INTERFACES, the one list) and the kinds
