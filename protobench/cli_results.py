@@ -34,13 +34,14 @@ def add_commands(main: click.Group) -> None:
         records = run_sweep(params)
         if params["as_json"]:
             click.echo(json.dumps(records, indent=2, default=str))
-        from protobench.cli import console
+        from protobench.cli import console, resolve_out
         from protobench.report import build_rows, render_rows
 
         done = [r for r in records if r.get("status") == "completed"]
         if done:  # the sweep's own runs, ranked the way `protobench report` ranks them
             for part in render_rows(build_rows(done), title="protobench sweep"):
                 console().print(part)
+            console().print(f"report: {write_report_html(resolve_out(params['out']))}")
         if any(r["status"] == "failed" for r in records):
             sys.exit(1)
 
@@ -54,7 +55,10 @@ def add_commands(main: click.Group) -> None:
                   show_default=True, help="Work to count: measured device-hours, or images seen / training FLOPs "
                                           "(machine-independent). Prepare (Stage I) is charged in each.")
     @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON on stdout.")
-    def report(out: Path | None, target: float | None, metric: str | None, clock: str, as_json: bool) -> None:
+    @click.option("--html", "html_file", type=click.Path(path_type=Path), default=None,
+                  help="Also write one self-contained HTML file: this table, curves, samples, prototypes, provenance.")
+    def report(out: Path | None, target: float | None, metric: str | None, clock: str, as_json: bool,
+               html_file: Path | None) -> None:
         """Work to the best primary metric per combination: mean ± 95% CI over seeds, speed-up vs the baseline."""
         from protobench.cli import console, resolve_out
         from protobench.report import build_rows, render_rows
@@ -66,11 +70,16 @@ def add_commands(main: click.Group) -> None:
                 click.echo("[]")
             console().print(f"no runs in {out}")
             return
-        rows = build_rows(records(out, status="completed"), target=target, metric=metric, clock=clock)
+        done = records(out, status="completed")
+        rows = build_rows(done, target=target, metric=metric, clock=clock)
         if as_json:
             click.echo(json.dumps(rows, indent=2, default=str))
         for part in render_rows(rows, title=f"protobench report — {out}"):
             console().print(part)
+        if html_file is not None:
+            from protobench.html_report import write_html
+
+            console().print(f"wrote {write_html(html_file, rows, done, title=f'protobench report — {out}')}")
 
     @main.command()
     @out_option
@@ -140,6 +149,16 @@ def add_commands(main: click.Group) -> None:
 
         plot_prototypes(run_dir, output)
         console().print(f"wrote {output}")
+
+
+def write_report_html(out: Path) -> Path:
+    """<out>/report.html: what `protobench report --out OUT --html OUT/report.html` writes (a sweep's last word)."""
+    from protobench.html_report import write_html
+    from protobench.report import build_rows
+    from protobench.store import records
+
+    done = records(out, status="completed")
+    return write_html(Path(out) / "report.html", build_rows(done), done, title=f"protobench report — {out}")
 
 
 def no_runs(out: Path) -> bool:
