@@ -41,7 +41,9 @@ def add_commands(main: click.Group) -> None:
         if done:  # the sweep's own runs, ranked the way `protobench report` ranks them
             for part in render_rows(build_rows(done), title="protobench sweep"):
                 console().print(part)
-            console().print(f"report: {write_report_html(resolve_out(params['out']))}")
+            # the last line: where the page is (never wrapped, so it can be copied or read by a script)
+            console().print(f"report: {write_report_html(resolve_out(params['out']))}", soft_wrap=True, markup=False,
+                            highlight=False)
         if any(r["status"] == "failed" for r in records):
             sys.exit(1)
 
