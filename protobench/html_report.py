@@ -134,9 +134,14 @@ def _good(v: Any) -> bool:
 
 
 def crossing(record: dict[str, Any], target: float | None, key: str, up: bool, clock: str) -> float | None:
-    """Work at which the run first reached `target`: interpolated between the evaluations that bracket it."""
+    """Work at which the run first reached `target`: interpolated between the evaluations that bracket it
+    (the report's own definition where it has one, so the marks agree with its to-target numbers)."""
     if target is None:
         return None
+    from protobench import report
+
+    if hasattr(report, "crossing"):
+        return report.crossing(record, target, key, clock)["work"]
     prev = None
     for ev in sorted(record["evals"], key=lambda e: e["images_seen"]):
         value, work = ev["metrics"].get(key), clock_at(ev, clock)
