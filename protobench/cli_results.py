@@ -81,7 +81,7 @@ def add_commands(main: click.Group) -> None:
         if html_file is not None:
             from protobench.html_report import write_html
 
-            console().print(f"wrote {write_html(html_file, rows, done, title=f'protobench report — {out}')}")
+            console().print(f"wrote {write_html(html_file, rows, done, title=f'protobench report — {out}', out=out)}")
 
     @main.command()
     @out_option
@@ -160,7 +160,7 @@ def write_report_html(out: Path) -> Path:
     from protobench.store import records
 
     done = records(out, status="completed")
-    return write_html(Path(out) / "report.html", build_rows(done), done, title=f"protobench report — {out}")
+    return write_html(Path(out) / "report.html", build_rows(done), done, title=f"protobench report — {out}", out=out)
 
 
 def no_runs(out: Path) -> bool:

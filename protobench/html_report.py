@@ -435,7 +435,12 @@ def provenance_html(rows: list[dict[str, Any]], records: list[dict[str, Any]]) -
 # the page
 
 
-def build_html(rows: list[dict[str, Any]], records: list[dict[str, Any]], title: str = "protobench report") -> str:
+def build_html(rows: list[dict[str, Any]], records: list[dict[str, Any]], title: str = "protobench report",
+               out: Path | None = None) -> str:
+    """The page. With `out`, each run's files are read from <out>/runs/<run_id> (a results folder that was
+    moved or copied since it was indexed), else from the path its record names."""
+    if out is not None:
+        records = [{**r, "path": str(Path(out) / "runs" / r["run_id"])} for r in records]
     clock = rows[0].get("clock", "device-hours") if rows else "device-hours"
     sections = [
         f"<h1>{html.escape(title)}</h1>",
@@ -455,10 +460,10 @@ def build_html(rows: list[dict[str, Any]], records: list[dict[str, Any]], title:
 
 
 def write_html(path: Path, rows: list[dict[str, Any]], records: list[dict[str, Any]],
-               title: str = "protobench report") -> Path:
+               title: str = "protobench report", out: Path | None = None) -> Path:
     """Write the page atomically; returns its path."""
     from protobench.io import atomic_write_bytes
 
     path = Path(path)
-    atomic_write_bytes(path, build_html(rows, records, title).encode("utf-8"))
+    atomic_write_bytes(path, build_html(rows, records, title, out).encode("utf-8"))
     return path
