@@ -56,6 +56,7 @@ class RunConfig:
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
         d = dict(d)
         d["metrics"] = tuple(d.get("metrics", ("fid",)))
+        d["loggers"] = tuple(d.get("loggers", ()))
         d.setdefault("primary_metric", "")  # older runs: the report picks intra-fid, else fid
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
