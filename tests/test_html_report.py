@@ -135,3 +135,18 @@ def test_the_page_in_headless_chromium(sweep, tmp_path):
             shutil.copyfile(shot, os.environ["PROTOBENCH_SCREENSHOT"])
     finally:
         browser.quit()
+
+
+def test_a_moved_results_folder_still_shows_its_pictures(sweep, env, tmp_path):
+    """The page reads each run's files under --out, not where the run was when it was indexed."""
+    out, _, rows = sweep
+    moved = tmp_path / "moved"
+    shutil.move(out, moved)
+    try:
+        done = protobench("report", "--out", str(moved), "--html", str(tmp_path / "page.html"), env=env)
+        assert done.returncode == 0, done.stderr
+        text = (tmp_path / "page.html").read_text()
+        assert text.count('src="data:image/png;base64,') == len(rows)
+        assert "no sample grid saved" not in text
+    finally:  # the sweep is shared by this module's tests
+        shutil.move(moved, out)
