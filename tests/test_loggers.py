@@ -107,3 +107,19 @@ def test_an_unknown_logger_or_option_is_one_line(protobench_registry):
         build_config({"loggers": "nope"}, protobench_registry)
     with pytest.raises(UsageError, match=r"unknown option logger.bogus .*known options: dir"):
         build_config({"loggers": "tensorboard", "logger.bogus": "1"}, protobench_registry)
+
+
+def test_tensorboard_after_a_resume_keeps_one_point_per_step(protobench_registry, tmp_path):
+    """Steps logged after the checkpoint and logged again after the resume appear once, with the new value."""
+    logger = protobench_registry.build("logger", "tensorboard", {}, {"run_dir": tmp_path, "run_id": "r"})
+    for images, loss in ((32, 1.0), (64, 0.9), (96, 0.8)):
+        logger.log({"event": "loss", "step": images // 32, "images_seen": images, "loss": loss, "mse": loss})
+    logger.log({"event": "interrupted", "images_seen": 96, "checkpoint": None})
+    logger.close()
+    resumed = protobench_registry.build("logger", "tensorboard", {}, {"run_dir": tmp_path, "run_id": "r"})
+    resumed.log({"event": "resume", "images_seen": 64, "step": 2, "checkpoint": "step-2"})
+    for images, loss in ((96, 0.7), (128, 0.6)):
+        resumed.log({"event": "loss", "step": images // 32, "images_seen": images, "loss": loss, "mse": loss})
+    resumed.close()
+    assert scalars(tmp_path / "tensorboard")["train/loss"] == [(32, 1.0), (64, pytest.approx(0.9)),
+                                                               (96, pytest.approx(0.7)), (128, pytest.approx(0.6))]

@@ -17,18 +17,23 @@ class TensorBoardLogger(Logger):
         self.run_dir = Path(run_dir)
         self.log_dir = Path(dir) / run_id if dir else self.run_dir / "tensorboard"
         self._writer = None
+        self._purge_step: int | None = None
 
     @property
     def writer(self):
         if self._writer is None:  # opened on the first event: a run that never logs leaves no empty file
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(log_dir=str(self.log_dir))
+            self._writer = SummaryWriter(log_dir=str(self.log_dir), purge_step=self._purge_step)
         return self._writer
 
     def log(self, event: dict[str, Any]) -> None:
         kind = event.get("event")
-        if kind == "loss":
+        if kind == "resume":
+            # what was logged after the checkpoint is logged again: TensorBoard drops the first copy
+            self.close()
+            self._purge_step = int(event["images_seen"]) + 1
+        elif kind == "loss":
             step = int(event["images_seen"])
             self.writer.add_scalar("train/loss", float(event["loss"]), step)
             self.writer.add_scalar("train/mse", float(event["mse"]), step)
