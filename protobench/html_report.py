@@ -380,9 +380,8 @@ def prototypes_html(rows: list[dict[str, Any]], records: list[dict[str, Any]]) -
     data = _json_rows(rows)
     figs = []
     for i, row in enumerate(rows):
-        if not str(row.get("conditioner", "")).startswith("proto"):
-            continue
-        runs = runs_of(row, records)
+        # arms whose prepare step recorded Stage-I prototypes (the record says so; no plugin is named here)
+        runs = [r for r in runs_of(row, records) if (r.get("prepare") or {}).get("stage1")]
         label = html.escape(arm_label(data[i], data))
         if not runs:
             continue
@@ -393,7 +392,7 @@ def prototypes_html(rows: list[dict[str, Any]], records: list[dict[str, Any]]) -
             figs.append(f"<figure><figcaption>{label}: prototypes unavailable ({html.escape(str(exc))})"
                         "</figcaption></figure>")
     if not figs:
-        return '<p class="note">No proto arm in this report.</p>'
+        return '<p class="note">No arm in this report learned prototypes (Stage I).</p>'
     return f'<div class="figs">{"".join(figs)}</div>'
 
 
