@@ -1,7 +1,6 @@
 """The plugin kinds: one small abstract base class per module."""
 
-# ruff: noqa: F401 - a re-export module: the names are listed once, in protobench._INTERFACES (so in __all__)
-from protobench import _INTERFACES
+# ruff: noqa: F401 - a re-export module: the names are listed once, in protobench.vocabulary.INTERFACES
 from protobench.interfaces.conditioner import (
     NULL_LABEL,
     Conditioner,
@@ -16,8 +15,8 @@ from protobench.interfaces.guidance import ConditionedNet, Guidance
 from protobench.interfaces.logger import Logger
 from protobench.interfaces.metric import Metric, Reference
 from protobench.interfaces.sampler import EpsFn, Sampler
+from protobench.vocabulary import INTERFACES, KINDS
 
-KINDS = ("dataset", "conditioner", "denoiser", "guidance", "sampler", "metric", "logger")
 BASES = {
     "dataset": Dataset,
     "conditioner": Conditioner,
@@ -28,5 +27,5 @@ BASES = {
     "logger": Logger,
 }
 
-# the names the package re-exports (protobench._INTERFACES, the one list) and the kinds
-__all__ = ["BASES", "KINDS", *_INTERFACES]
+# the names the package re-exports (vocabulary.INTERFACES, the one list) and the kinds
+__all__ = ["BASES", "KINDS", *INTERFACES]
