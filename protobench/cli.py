@@ -127,6 +127,8 @@ def run_options(f):
                      help="Metric plugin(s) (default: the dataset's; digits: intra-kid, intra-fid, fid, class-accuracy; "
                           "others: intra-fid, fid, class-accuracy)."),
         click.option("--seed", default=None, help="Seed (default 0)."),
+        click.option("--logger", "loggers", multiple=True,
+                     help="Live logger(s), e.g. tensorboard (<run>/tensorboard/; -o logger.dir=DIR). Default: none."),
         # the shown defaults are the default dataset's (digits); another dataset's presets replace them
         click.option("--budget", default="19.2k", show_default=True,
                      help="Training budget in images seen (e.g. 30000 or 30k); other datasets preset their own."),
@@ -190,6 +192,8 @@ def collect_user(params: dict[str, Any]) -> dict[str, Any]:
             user[axis] = params[axis]
     if params.get("metrics"):
         user["metrics"] = ",".join(params["metrics"])
+    if params.get("loggers"):
+        user["loggers"] = ",".join(params["loggers"])
     for flag, key in (("seed", "seed"), ("budget", "budget"), ("eval_every", "eval_every"),
                       ("eval_samples", "eval_samples"), ("gpus", "gpus")):
         if params.get(flag) is not None:

@@ -45,13 +45,16 @@ def add_commands(main: click.Group) -> None:
         records = run_sweep(params)
         if params["as_json"]:
             click.echo(json.dumps(records, indent=2, default=str))
-        from protobench.cli import console
+        from protobench.cli import console, resolve_out
         from protobench.report import build_rows, render_rows
 
         done = [r for r in records if r.get("status") == "completed"]
         if done:  # the sweep's own runs, ranked the way `protobench report` ranks them
             for part in render_rows(build_rows(done), title="protobench sweep"):
                 console().print(part)
+            # the last line: where the page is (never wrapped, so it can be copied or read by a script)
+            console().print(f"report: {write_report_html(resolve_out(params['out']))}", soft_wrap=True, markup=False,
+                            highlight=False)
         if any(r["status"] == "failed" for r in records):
             sys.exit(1)
 
@@ -68,8 +71,10 @@ def add_commands(main: click.Group) -> None:
     @click.option("--wide", is_flag=True, help="One table with every column (final evaluation's metrics, each clock); "
                                                "the default fits 80 columns.")
     @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON on stdout.")
+    @click.option("--html", "html_file", type=click.Path(path_type=Path), default=None,
+                  help="Also write one self-contained HTML file: this table, curves, samples, prototypes, provenance.")
     def report(out: Path | None, target: float | None, metric: str | None, clock: str, wide: bool,
-               as_json: bool) -> None:
+               as_json: bool, html_file: Path | None) -> None:
         """Work to a fixed target per combination, and each arm paired with the baseline seed by seed:
         speed-up and difference in best metric with 95% intervals, and the smallest detectable difference."""
         from protobench.cli import console, resolve_out
@@ -82,7 +87,8 @@ def add_commands(main: click.Group) -> None:
                 click.echo("[]")
             console().print(f"no runs in {out}")
             return
-        rows = build_rows(records(out, status="completed"), target=target, metric=metric,
+        done = records(out, status="completed")
+        rows = build_rows(done, target=target, metric=metric,
                           clock="device-hours" if clock == "all" else clock)
         if as_json:
             click.echo(json.dumps(rows, indent=2, default=str))
@@ -95,6 +101,10 @@ def add_commands(main: click.Group) -> None:
             c = Console(stderr=True, width=max([c.width, *(c.measure(p, options=wide_options).maximum for p in parts[:-1])]))
         for part in parts:
             c.print(part)
+        if html_file is not None:
+            from protobench.html_report import write_html
+
+            c.print(f"wrote {write_html(html_file, rows, done, title=f'protobench report — {out}', out=out)}")
 
     @main.command()
     @out_option
@@ -164,6 +174,16 @@ def add_commands(main: click.Group) -> None:
 
         plot_prototypes(run_dir, output)
         console().print(f"wrote {output}")
+
+
+def write_report_html(out: Path) -> Path:
+    """<out>/report.html: what `protobench report --out OUT --html OUT/report.html` writes (a sweep's last word)."""
+    from protobench.html_report import write_html
+    from protobench.report import build_rows
+    from protobench.store import records
+
+    done = records(out, status="completed")
+    return write_html(Path(out) / "report.html", build_rows(done), done, title=f"protobench report — {out}", out=out)
 
 
 def no_runs(out: Path) -> bool:

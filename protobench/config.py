@@ -50,6 +50,8 @@ class RunConfig:
     #: torch.compile the step and the sampler: auto (on a GPU only), on, off (protobench/compiled.py)
     compile: str = "auto"
     data_root: str | None = None
+    #: live loggers (`--logger tensorboard`): they observe the run, so they are no part of its identity (hash)
+    loggers: tuple[str, ...] = ()
     #: the official ProtoDiffusion training, on request (docs/deviations.md); the defaults are the paper's text
     lr_schedule: str = "constant"  # or "warmup-cosine": linear warm-up to lr × warmup_multiplier, then cosine
     warmup_multiplier: float = 2.5  # train.py --multiplier
@@ -68,13 +70,13 @@ class RunConfig:
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
         d = dict(d)
         d["metrics"] = tuple(d.get("metrics", ("fid",)))
+        d["loggers"] = tuple(d.get("loggers", ()))
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
     def hash(self) -> str:
         """Identity of what the run computes (not where its data lives)."""
-        d = _without_later_defaults(self.to_dict())
-        d.pop("data_root", None)
+        d = _identity(_without_later_defaults(self.to_dict()))
         return json_digest(d, 12)
 
     def run_id(self) -> str:
@@ -82,10 +84,17 @@ class RunConfig:
 
     def combination(self) -> str:
         """What a report row groups by: everything but the seed."""
-        d = _without_later_defaults(self.to_dict())
+        d = _identity(_without_later_defaults(self.to_dict()))
         d.pop("seed")
-        d.pop("data_root", None)
         return json_digest(d, 12)
+
+
+def _identity(d: dict[str, Any]) -> dict[str, Any]:
+    """What a run computes: not where its data lives, nor who watches it (loggers)."""
+    d.pop("data_root", None)
+    d.pop("loggers", None)
+    d["options"] = {k: v for k, v in d.get("options", {}).items() if k != "logger"}
+    return d
 
 
 #: keys added after runs were first recorded: left out of the hash at their defaults, so run ids stay the same
@@ -308,6 +317,11 @@ def build_config(user: dict[str, Any], registry: Registry) -> RunConfig:
                          "without evaluating")
     for m in top["metrics"]:
         registry.get("metric", m)
+    if isinstance(top["loggers"], str):
+        top["loggers"] = tuple(n.strip() for n in top["loggers"].split(",") if n.strip())
+    top["loggers"] = tuple(n for n in top["loggers"] if n != "none")
+    for name in top["loggers"]:
+        registry.get("logger", name)
     if top["metrics"] and top["primary_metric"] not in top["metrics"]:
         if "primary_metric" in user:
             raise UsageError(f"primary_metric {top['primary_metric']} is not among the metrics computed "
@@ -322,6 +336,10 @@ def build_config(user: dict[str, Any], registry: Registry) -> RunConfig:
             for m in top["metrics"]:
                 merged.update(plugin_options(registry.get("metric", m).cls, CONTEXT_KEYS))
             defaults = merged
+        elif kind == "logger":  # like metrics: each selected logger takes the `logger.*` options it accepts
+            defaults = {}
+            for name in top["loggers"]:
+                defaults.update(plugin_options(registry.get("logger", name).cls, CONTEXT_KEYS))
         else:
             defaults = plugin_options(classes[kind], CONTEXT_KEYS)
         resolved = dict(defaults)
@@ -331,7 +349,8 @@ def build_config(user: dict[str, Any], registry: Registry) -> RunConfig:
         for opt, value in unflatten_options(user).get(kind, {}).items():
             key = f"{kind}.{opt}"
             if opt not in defaults:
-                name = ", ".join(top["metrics"]) if kind == "metric" else top[kind]
+                name = ", ".join(top["metrics"]) if kind == "metric" else \
+                    ", ".join(top["loggers"]) or "(none: --logger NAME)" if kind == "logger" else top[kind]
                 listed = ", ".join(sorted(defaults)) or "(none)"
                 raise UsageError(f"unknown option {key} for {kind} {name}; known options: {listed}")
             resolved[opt] = coerce(value, defaults[opt], key)
@@ -425,7 +444,7 @@ def validate(cfg: RunConfig) -> None:
         value = getattr(cfg, f.name)
         if f.name == "options":
             ok = isinstance(value, dict) and all(isinstance(v, dict) for v in value.values())
-        elif f.name == "metrics":
+        elif f.name in ("metrics", "loggers"):
             ok = isinstance(value, tuple) and all(isinstance(m, str) for m in value)
         elif f.name == "data_root":
             ok = value is None or isinstance(value, str)

@@ -52,6 +52,7 @@ from protobench.interfaces import (
 from protobench.io import append_event, atomic_write_json, copy_file, run_path
 from protobench.ledger import Ledger
 from protobench.locks import RunLock, RunLocked
+from protobench.loggers import RunLoggers
 from protobench.parts import build_parts, inception_weights, prepare_context
 from protobench.paths import cache_dir
 from protobench.plugins import Registry
@@ -134,6 +135,7 @@ class Run:
         #: stop this invocation (checkpoint, "interrupted", resumable) once this many images are seen: --stop-after
         self.stop_after = int(os.environ.get("PROTOBENCH_STOP_AFTER") or 0) or math.inf
         self._last_loss = (math.nan, math.nan)  # (loss, mse) last read from the device
+        self.loggers: RunLoggers | None = None  # live loggers (main process), fed every event
 
     def say(self, text: str) -> None:
         """One line for the person at the terminal (stderr; the main process only)."""
@@ -147,7 +149,10 @@ class Run:
 
     def event(self, kind: str, **fields: Any) -> None:
         if self.dist.main:
-            append_event(self.events_path, {"event": kind, "time": time.time(), **fields})
+            record = {"event": kind, "time": time.time(), **fields}
+            append_event(self.events_path, record)
+            if self.loggers is not None:
+                self.loggers.log(record)
 
     def plugin_versions(self) -> dict[str, dict[str, str]]:
         cfg = self.cfg
@@ -235,6 +240,8 @@ class Run:
             self.prepare_instruments()
         self.ledger = Ledger(devices=self.dist.world)
         self._write_config()
+        if self.dist.main and self.cfg.loggers:
+            self.loggers = RunLoggers(self.cfg, self.registry, self.dir)
         try:
             return self._execute()
         except TrainingDiverged as exc:
@@ -257,6 +264,10 @@ class Run:
         except Exception as exc:
             self.event("failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
             raise
+        finally:
+            if self.loggers is not None:
+                self.loggers.close()
+                self.loggers = None
 
     def _no_space(self, exc: OSError) -> NoSpace:
         """The interruption a full disk makes: what it kept (the last good checkpoint), recorded if there is room."""
@@ -575,7 +586,9 @@ class Run:
               "samples": min(cfg.eval_samples, len(samples)), "instruments": self.instruments,
               # rejection sampling: the share of draws accepted (None: nothing rejects) and the samples dropped
               "acceptance_rate": acceptance, "samples_dropped": count - len(samples),
-              "conditioner": self.model.conditioner.diagnostics(), **({"final": final} if final else {})}
+              "conditioner": self.model.conditioner.diagnostics(), 
+              "grid": f"samples/{self.images_seen:09d}.png",  # the grid saved above: what loggers show
+              **({"final": final} if final else {})}
         self.evals.append(ev)
         self.event("eval", **ev)
 
