@@ -586,7 +586,7 @@ class Run:
               "samples": min(cfg.eval_samples, len(samples)), "instruments": self.instruments,
               # rejection sampling: the share of draws accepted (None: nothing rejects) and the samples dropped
               "acceptance_rate": acceptance, "samples_dropped": count - len(samples),
-              "conditioner": self.model.conditioner.diagnostics(), 
+              "conditioner": self.model.conditioner.diagnostics(),
               "grid": f"samples/{self.images_seen:09d}.png",  # the grid saved above: what loggers show
               **({"final": final} if final else {})}
         self.evals.append(ev)
