@@ -46,9 +46,15 @@ def slurm(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
+def cache(tmp_path_factory):
     # one cache for the module: the local and the Slurm sweeps score with the same instruments
-    return {**os.environ, "PROTOBENCH_CACHE": str(tmp_path_factory.mktemp("cache")), "OMP_NUM_THREADS": "1",
+    return str(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture
+def env(cache):
+    # read when each test starts: $SLURM_CONF is there once the `slurm` fixture has started the cluster
+    return {**os.environ, "PROTOBENCH_CACHE": cache, "OMP_NUM_THREADS": "1",
             "PROTOBENCH_CHECKPOINT_SECONDS": "100000"}  # only a signal (or an evaluation) writes a checkpoint
 
 
