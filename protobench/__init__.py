@@ -1,30 +1,14 @@
 """protobench: benchmark ways of conditioning class-conditional diffusion models.
 
-A plugin author's whole import surface is this module.
+A plugin author's whole import surface is this module and `protobench.kit` (what the built-ins use from the core).
 """
 
 from protobench.errors import UsageError as UsageError
 from protobench.hookspecs import hookimpl as hookimpl
 
-#: the plugin interfaces are torch modules: imported on first use, so that `protobench --help` and plugin
-#: discovery start without torch (PEP 562)
-_INTERFACES = (
-    "NULL_LABEL",
-    "ConditionedNet",
-    "Conditioner",
-    "Conditioning",
-    "ConditionSpec",
-    "Dataset",
-    "DataSplit",
-    "Denoiser",
-    "EpsFn",
-    "Guidance",
-    "LossContext",
-    "Metric",
-    "PrepareContext",
-    "Reference",
-    "Sampler",
-)
+# the plugin interfaces are torch modules: imported on first use, so that `protobench --help` and plugin
+# discovery start without torch (PEP 562); the one list of their names lives in protobench.vocabulary
+from protobench.vocabulary import INTERFACES as _INTERFACES
 
 
 def __getattr__(name: str):

@@ -121,17 +121,6 @@ def store(root: str | os.PathLike, kind: str, key: str, writers: dict[str, Calla
     return final
 
 
-def adopt(root: str | os.PathLike, kind: str, key: str, names: list[str], meta: dict[str, Any]) -> None:
-    """Give an entry written by an older version (payloads, no manifest) a manifest, so that expensive work
-    (Stage I) is not redone after an upgrade. Only for folders whose own old completion mark was found."""
-    path = entry_path(root, kind, key)
-    files = {name: sha256_file(path / name) for name in names}
-    tmp = path / f".{MANIFEST}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps({"scheme": SCHEME, "kind": kind, "key": key, "files": files, "meta": meta},
-                              indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path / MANIFEST)
-
-
 # ---------------------------------------------------------------------------------------------
 # the common case: one safetensors payload plus metadata
 

@@ -11,10 +11,10 @@ from typing import Any
 import click
 
 from protobench.errors import Interrupted, NoSpace, TrainingDiverged, UsageError
+from protobench.vocabulary import AXES, flatten_options
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-AXES = ("dataset", "conditioner", "denoiser", "guidance", "sampler")
 
 
 def console():
@@ -68,7 +68,7 @@ def click_usage_error(exc: click.UsageError, ctx: click.Context) -> None:
 def interrupted_line(exc: BaseException, ctx: click.Context) -> str:
     """What a Ctrl-C kept, and the command that goes on from there."""
     sub = ctx.invoked_subcommand or ""
-    command = " ".join(["protobench", *sys.argv[1:]]) if sys.argv[1:] else "protobench"
+    command = " ".join(["protobench", *_without_stop_after(sys.argv[1:])])
     if isinstance(exc, Interrupted):
         kept = (f"saved checkpoint {exc.checkpoint} at {exc.images_seen:,} images" if exc.checkpoint
                 else f"kept the last checkpoint (stopped at {exc.images_seen:,} images)")
@@ -78,6 +78,20 @@ def interrupted_line(exc: BaseException, ctx: click.Context) -> str:
             return f"interrupted {exc.run_id}: {exc.reason}; kept {kept} as the latest; make room, then resume with: {how}"
         return f"interrupted {exc.run_id}: {kept}; resume with: {how}"
     return f"interrupted; run the same command again to resume: {command}"
+
+
+def _without_stop_after(args: list[str]) -> list[str]:
+    """The arguments less --stop-after: the command that goes on must not stop at the same point again."""
+    kept: list[str] = []
+    skip = False
+    for arg in args:
+        if skip or arg.startswith("--stop-after="):
+            skip = False
+            continue
+        skip = arg == "--stop-after"
+        if not skip:
+            kept.append(arg)
+    return kept
 
 
 @click.group(cls=ProtobenchGroup)
@@ -192,10 +206,15 @@ def collect_user(params: dict[str, Any]) -> dict[str, Any]:
 @main.command()
 @run_options
 @click.option("--resume", "resume_id", default=None, help="Resume run RUN_ID from its last checkpoint.")
-def run(resume_id: str | None, **params: Any) -> None:
+@click.option("--stop-after", default=None, metavar="IMAGES",
+              help="Stop once this many images are seen, as Ctrl-C does (checkpoint, exit 130); run again to go on.")
+def run(resume_id: str | None, stop_after: str | None, **params: Any) -> None:
     """Train and evaluate one combination."""
-    from protobench.config import build_config, check_out
+    from protobench.config import build_config, check_out, parse_size
     from protobench.plugins import get_registry
+
+    if stop_after is not None:  # the environment carries it to every DeepSpeed rank
+        os.environ["PROTOBENCH_STOP_AFTER"] = str(parse_size(stop_after) or 1)
 
     registry = get_registry()
     out = resolve_out(params["out"])
@@ -209,7 +228,7 @@ def run(resume_id: str | None, **params: Any) -> None:
             saved = json.loads(cfg_path.read_text())["config"]
             # the saved config is checked like a new one: a tampered file is refused before anything is written
             cfg = build_config({k: v for k, v in saved.items() if k != "options" and v is not None} | {
-                f"{kind}.{k}": v for kind, opts in (saved.get("options") or {}).items() for k, v in opts.items()},
+                **flatten_options(saved.get("options") or {})},
                 registry)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise UsageError(f"{cfg_path}: not a readable run config ({type(exc).__name__}: {exc})") from None
@@ -247,6 +266,7 @@ def print_record(record: dict[str, Any]) -> None:
     from rich.markup import escape
     from rich.table import Table
 
+    from protobench.ledger import charged_seconds
     from protobench.units import hours_label
 
     table = Table(title=f"run {record['run_id']} — {record['status']}")
@@ -255,17 +275,19 @@ def print_record(record: dict[str, Any]) -> None:
     for key in metric_keys:
         table.add_column(escape(key), justify="right")
     unit = hours_label(record["device"]["type"])
-    table.add_column(f"{unit} (prepare+train)", justify="right")
+    compiled = any(e["device_seconds"].get("compile") for e in record["evals"])
+    table.add_column(f"{unit} (prepare+{'compile+' if compiled else ''}train)", justify="right")
     for ev in record["evals"]:
         ds = ev["device_seconds"]
         table.add_row(str(ev["images_seen"]), *[_fmt(ev["metrics"].get(k)) for k in metric_keys],
-                      f"{(ds['prepare'] + ds['train']) / 3600:.4f}")
+                      f"{charged_seconds(ds) / 3600:.4f}")
     c = console()
     c.print(table)
     if record.get("best"):
         b = record["best"]
         c.print(f"best {escape(b['metric'])} = {b['value']:.3f} at {b['images_seen']} images, "
-                f"{b['device_hours']:.4f} {unit} (prepare {b['prepare_hours']:.4f})")
+                f"{b['device_hours']:.4f} {unit} (prepare {b['prepare_hours']:.4f}"
+                + (f", compile {b['compile_hours']:.4f})" if b.get("compile_hours") else ")"))
     if record.get("error"):
         c.print(f"[red]error:[/red] {record['error']}")
     c.print(f"run folder: {record['path']}")
@@ -281,7 +303,8 @@ def plugins(as_json: bool) -> None:
     """List installed plugins by kind, and any that failed to load."""
     from rich.table import Table
 
-    from protobench.plugins import KINDS, get_registry
+    from protobench.plugins import get_registry
+    from protobench.vocabulary import KINDS
 
     registry = get_registry()
     data = {kind: [{"name": e.name, "plugin": e.plugin, "version": e.version}

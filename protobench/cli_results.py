@@ -108,7 +108,7 @@ def add_commands(main: click.Group) -> None:
     @out_option
     @click.option("--output", type=click.Path(path_type=Path), default=None, help="PNG file (default <out>/curves.png).")
     def curves(out: Path | None, output: Path | None) -> None:
-        """FID against device-hours per combination: mean line, band over seeds."""
+        """Each combination's ranked metric against device-hours: mean line, min-max band over seeds."""
         from protobench.cli import console, resolve_out
         from protobench.plots import plot_curves
         from protobench.store import records
@@ -128,7 +128,7 @@ def add_commands(main: click.Group) -> None:
     def samples(out: Path | None, run: str, output: Path | None) -> None:
         """The run's last evaluation samples as a grid, one row per class."""
         from protobench.cli import console, resolve_out
-        from protobench.plots import plot_samples
+        from protobench.plot_samples import plot_samples
         from protobench.report import resolve_run
 
         run_dir = resolve_run(run, resolve_out(out))

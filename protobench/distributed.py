@@ -11,9 +11,9 @@ and returns the record read from the run folder once the launcher exits.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -28,6 +28,9 @@ from protobench.jobs import follow
 
 # ---------------------------------------------------------------------------------------------
 # inside each process
+
+#: a rank's exit code when the run stopped on request with a checkpoint (as Ctrl-C's)
+STOPPED = 130
 
 
 def _quiet_deepspeed() -> None:
@@ -66,7 +69,11 @@ def worker(argv: list[str] | None = None) -> int:
 
     cfg = RunConfig.from_dict(json.loads(args.config_json.read_text()))
     deepspeed.init_distributed(dist_backend=get_accelerator().communication_backend_name(), verbose=False)
-    record = Run(cfg, get_registry(), args.out, show_progress=False).execute()
+    try:
+        record = Run(cfg, get_registry(), args.out, show_progress=False).execute()
+    except Interrupted:  # every rank agreed to stop (--stop-after) and rank 0 recorded it: resumable
+        tdist.destroy_process_group()
+        return STOPPED
     tdist.barrier()  # rank 0 writes the record; nobody leaves before it has
     tdist.destroy_process_group()
     return 0 if record["status"] == "completed" else 1
@@ -83,18 +90,19 @@ def free_port() -> int:
 
 
 def launcher_command(cfg_file: Path, out: Path, processes: int, hostfile: Path | None, port: int) -> list[str]:
-    """`deepspeed` on this module; `torchrun` if the deepspeed launcher is missing (single machine only)."""
+    """DeepSpeed's launcher on this module; `torchrun` if DeepSpeed is missing (single machine only). Both run
+    under this interpreter, so the ranks do too (a `deepspeed` on PATH may belong to another Python)."""
     tail = ["--config-json", str(cfg_file), "--out", str(out)]
-    deepspeed = shutil.which("deepspeed")
-    if deepspeed:
-        cmd = [deepspeed, "--master_port", str(port), "--no_local_rank", "--module"]
+    if importlib.util.find_spec("deepspeed") is not None:
+        cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--master_port", str(port), "--no_local_rank",
+               "--module"]
         if hostfile is not None:
             cmd += ["--hostfile", str(hostfile)]
         else:
             cmd += ["--num_gpus", str(processes)]
         return cmd + ["protobench.distributed", *tail]
     if hostfile is not None:
-        raise UsageError("--hostfile needs the deepspeed launcher, which is not on PATH")
+        raise UsageError("--hostfile needs DeepSpeed, which this Python does not have")
     return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}",
             f"--master_port={port}", "-m", "protobench.distributed", *tail]
 

@@ -8,6 +8,7 @@ to the result it would have reached unstopped.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -24,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from protobench import compiled
 from protobench.checkpoints import (
     flatten_optimizer,
     load_latest,
@@ -32,7 +34,8 @@ from protobench.checkpoints import (
     strip,
     unflatten_optimizer,
 )
-from protobench.config import RunConfig
+from protobench.compiled import CompileClock
+from protobench.config import RunConfig, lr_at
 from protobench.diffusion import NoiseSchedule
 from protobench.diskspace import is_no_space, no_space_reason
 from protobench.dist import current_dist, device_info, initialize_engine, pick_device
@@ -55,6 +58,7 @@ from protobench.plugins import Registry
 from protobench.precision import Precision
 from protobench.progress import stage
 from protobench.records import load_record
+from protobench.vocabulary import AXES
 
 # ---------------------------------------------------------------------------------------------
 # the model being trained
@@ -127,6 +131,8 @@ class Run:
         self.prepare_work = {"images": 0.0, "flops": 0.0}
         self.flops_per_image = 0.0
         self._stop = StopRequest()
+        #: stop this invocation (checkpoint, "interrupted", resumable) once this many images are seen: --stop-after
+        self.stop_after = int(os.environ.get("PROTOBENCH_STOP_AFTER") or 0) or math.inf
         self._last_loss = (math.nan, math.nan)  # (loss, mse) last read from the device
 
     def say(self, text: str) -> None:
@@ -145,8 +151,7 @@ class Run:
 
     def plugin_versions(self) -> dict[str, dict[str, str]]:
         cfg = self.cfg
-        chosen = [("dataset", cfg.dataset), ("conditioner", cfg.conditioner), ("denoiser", cfg.denoiser),
-                  ("guidance", cfg.guidance), ("sampler", cfg.sampler)] + [("metric", m) for m in cfg.metrics]
+        chosen = [(axis, getattr(cfg, axis)) for axis in AXES] + [("metric", m) for m in cfg.metrics]
         out: dict[str, dict[str, str]] = {}
         for kind, name in chosen:
             entry = self.registry.get(kind, name)
@@ -276,7 +281,7 @@ class Run:
             self.event("start", device=device_info(self.device, self.dist.world))
             pctx = self.prepare_context()
             if type(model.conditioner).prepare is not Conditioner.prepare:
-                self.event("stage", name="prepare (Stage I)" if "proto" in self.cfg.conditioner else "prepare")
+                self.event("stage", name=model.conditioner.prepare_stage)
                 self.say(f"{self.cfg.conditioner}: prepare (e.g. Stage I) ...")
             with self.ledger.phase("prepare", self._sync):
                 model.conditioner.prepare(pctx)
@@ -292,7 +297,7 @@ class Run:
         self.optimizer = optimizer
         self.precision = Precision(cfg.precision, self.device)
         self.engine = None
-        if self.dist.world > 1:
+        if self.dist.world > 1 or cfg.zero_stage > 0:  # ZeRO asked for on one process too: DeepSpeed's engine
             # DeepSpeed broadcasts rank 0's weights; the EMA is taken after, so it starts equal on every rank
             self.engine = initialize_engine(model, optimizer, cfg, self.dist)
             torch.manual_seed(cfg.seed * 1000 + self.dist.rank)  # dropout differs per rank, as its slice does
@@ -314,7 +319,18 @@ class Run:
             self.say(f"run {cfg.run_id()}: {steps:,} steps of {cfg.batch_size} = {steps * cfg.batch_size:,} images"
                      f"{rounded}, evaluated every {cfg.eval_every:,} with {cfg.eval_samples} samples; {where}")
         self.flops_per_image = self._count_flops_per_image()
+        self.compile_clock = self._compile()  # after counting: FLOPs are counted on the eager graph
         return self._train_loop()
+
+    def _compile(self) -> CompileClock | None:
+        """The compiled step (`-o compile`), or None for the eager one; DeepSpeed's engine stays eager."""
+        if not compiled.enabled(self.cfg.compile, self.device):
+            return None
+        if self.engine is not None:
+            self.say("compile: a DeepSpeed run stays eager")
+            return None
+        self.event("stage", name=f"compile ({compiled.mode_for(self.device)})")
+        return compiled.compile_model(self.model, self.device, self.ema.model)
 
     def _add_prepare_work(self, pctx: PrepareContext) -> None:
         self.prepare_work["images"] += pctx.work_images
@@ -337,7 +353,8 @@ class Run:
 
         def fwd_bwd() -> None:
             loss, _ = model(x0, labels, t, noise)
-            loss.backward()
+            # gradients returned, not accumulated: ZeRO's reduce hooks on .grad must not see this backward
+            torch.autograd.grad(loss, [p for p in model.parameters() if p.requires_grad], allow_unused=True)
 
         # its own RNG stream (dropout) and no gradients left behind: the run continues as if never counted
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
@@ -370,12 +387,19 @@ class Run:
         if idx.numel() < bs:  # a dataset smaller than one batch: sample with replacement
             idx = perm[torch.randint(n, (bs,), generator=self.train_gen)]
         t = torch.randint(0, cfg.timesteps, (bs,), generator=self.train_gen)
+        if cfg.small_t_share > 0:  # the official trainloss: the batch's last tenth at t < 50
+            k = int(bs * cfg.small_t_share)
+            t[bs - k:] = torch.randint(0, cfg.small_t, (k,), generator=self.train_gen)
         noise = torch.randn((bs, *x_all.shape[1:]), generator=self.train_gen)
         drop = torch.rand(bs, generator=self.train_gen) < cfg.label_dropout
         labels = torch.where(drop, torch.full_like(y_all[idx], NULL_LABEL), y_all[idx])
         mine = slice(self.dist.rank, bs, self.dist.world)
         # images stay uint8 in memory and become [-1, 1] floats per batch (a float copy of a large split is 4x)
         return x_all[idx][mine], labels[mine], t[mine], noise[mine]
+
+    def _stop_here(self) -> bool:
+        """Ctrl-C asked to stop, or this invocation reached its --stop-after images."""
+        return self._stop.requested or self.images_seen >= self.stop_after
 
     def _train_loop(self) -> dict[str, Any]:
         cfg = self.cfg
@@ -393,19 +417,21 @@ class Run:
                     next_eval = (self.images_seen // cfg.eval_every + 1) * cfg.eval_every
                     with self.ledger.phase("train", self._sync):
                         while self.images_seen < min(next_eval, cfg.budget):
-                            loss, mse = self._train_step(x_all, y_all, autocast)
+                            with self.compile_clock.call() if self.compile_clock else contextlib.nullcontext():
+                                loss, mse = self._train_step(x_all, y_all, autocast)
                             bar.update(completed=self.images_seen, note=f"training, loss {mse:.4f}")
                             if self.progress_callback is not None and self.dist.main:
                                 self.progress_callback(self.images_seen, cfg.budget, mse)
                             if self.step % cfg.log_every == 0 and self._agree(
-                                    self._stop.requested or time.monotonic() - last_checkpoint > self.checkpoint_seconds):
+                                    self._stop_here() or time.monotonic() - last_checkpoint > self.checkpoint_seconds):
                                 break  # checkpoint now (by time, or asked to stop)
+                    compiled.move_to_compile(self.ledger, self.compile_clock, "train")
                     if self.images_seen >= min(next_eval, cfg.budget):
                         bar.update(note=f"evaluating: sampling {cfg.eval_samples} images")
                         self._evaluate()
                     name = self._checkpoint()
                     last_checkpoint = time.monotonic()
-                    if self._agree(self._stop.requested):
+                    if self._agree(self._stop_here()):
                         raise Interrupted(cfg.run_id(), self.images_seen, name)
         finally:
             display.__exit__(None, None, None)
@@ -452,6 +478,9 @@ class Run:
         x0, labels, t, noise = (v.to(self.device, non_blocking=True) for v in (x0, labels, t, noise))
         x0 = x0.float().mul_(1 / 127.5).sub_(1.0)  # uint8 travels (4x fewer bytes), converted in place there
         self.model.train()
+        if cfg.lr_schedule != "constant":
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr_at(cfg, self.step)
         if self.engine is not None:
             with autocast:
                 loss, mse = self.engine(x0, labels, t, noise)
@@ -494,6 +523,9 @@ class Run:
     def _evaluate(self) -> None:
         cfg = self.cfg
         net = ConditionedNet(self.ema.model.conditioner, self.ema.model.denoiser, self.dataset.num_classes)
+        if compiled.enabled(cfg.compile, self.device):  # one compiled sampler per run: later evaluations reuse it
+            self._eval_net = getattr(self, "_eval_net", None) or compiled.CompiledNet(net, self.device)
+            net = self._eval_net
         if self.guidance.prepares:
             pctx = self.prepare_context(net=net, schedule=self.schedule)
             with self.ledger.phase("prepare", self._sync):
@@ -509,17 +541,19 @@ class Run:
                                                    self.dataset.num_classes, tuple(self.dataset.image_shape),
                                                    seed=cfg.seed + 12345, device=self.device, dist=self.dist)
             metrics: dict[str, float] = {}
-            if self.dist.main:
+            if self.dist.main and len(samples):  # rejection may have dropped every sample: nothing to score
                 ref = self.reference()
                 for metric in self.metrics:
                     metrics.update(metric.compute(samples, labels, ref))
-                if acceptance is not None:
-                    metrics["acceptance_rate"] = acceptance
                 grid = self.dir / "samples" / f"{self.images_seen:09d}.png"
                 save_grid(samples, labels, self.dataset.num_classes, grid, class_names=self.dataset.class_names)
                 copy_file(grid, self.dir / "samples.png", within=self.dir)
+        compiled.move_to_compile(self.ledger, getattr(net, "clock", None), "eval")
         ev = {"images_seen": self.images_seen, "step": self.step, "device_seconds": self.ledger.snapshot(),
-              "work": self.work(), "metrics": metrics, "instruments": self.instruments}
+              "work": self.work(), "metrics": metrics, "instruments": self.instruments,
+              # rejection sampling: the share of draws accepted (None: nothing rejects) and the samples dropped
+              "acceptance_rate": acceptance, "samples_dropped": cfg.eval_samples - len(samples),
+              "conditioner": self.model.conditioner.diagnostics()}
         self.evals.append(ev)
         self.event("eval", **ev)
 
@@ -568,18 +602,11 @@ class Run:
         if state["optimizer"].get("consolidated") == "deepspeed":
             if not self._deepspeed_owns_optimizer():
                 raise UsageError("this checkpoint's optimizer state is DeepSpeed's (ZeRO or bf16/fp16); resume it "
-                                 "with --gpus > 1 and the same precision (any zero_stage 1/2, any number of processes)")
+                                 "under DeepSpeed (--gpus > 1, or zero_stage 1/2) with the same precision (any number of processes)")
             from protobench.dist import load_consolidated_optimizer_state
 
             load_consolidated_optimizer_state(self.engine, {k: v for k, v in tensors.items() if k.startswith("optim.")},
                                               state["optimizer"])
-        elif "deepspeed_tag" in state["optimizer"]:  # checkpoints from before the consolidated format
-            if not self._deepspeed_owns_optimizer():
-                raise UsageError("this checkpoint's optimizer state was saved by DeepSpeed (ZeRO or bf16/fp16); "
-                                 "resume it with the same --gpus, zero_stage and precision")
-            self.engine.load_checkpoint(str(self.dir / "checkpoints" / "deepspeed"), tag=state["optimizer"]["deepspeed_tag"],
-                                        load_optimizer_states=True, load_lr_scheduler_states=False)
-            model.load_state_dict(strip("model", tensors))
         else:
             self.optimizer.load_state_dict(unflatten_optimizer(tensors, state["optimizer"]))
         self.train_gen.set_state(tensors["rng.train"])

@@ -1,4 +1,4 @@
-"""PNG figures: FID against device-hours per combination, and a run's samples, one row per class."""
+"""PNG figures from run records: a metric against device-hours per combination (no torch: reading results)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ from pathlib import Path
 from typing import Any
 
 from protobench.errors import UsageError
+from protobench.ledger import charged_seconds
 from protobench.units import hours_label
 
 
 def curve_points(runs: list[dict[str, Any]]) -> list[tuple[float, float, float, float]]:
-    """Per evaluation cadence point: (mean device-hours, mean FID, min FID, max FID) over the seeds."""
+    """Per evaluation cadence point: (mean device-hours, mean, min, max of the run's ranked metric) over the seeds."""
     by_images: dict[int, list[tuple[float, float]]] = {}
     for r in runs:
         key = r["best"]["metric"]
@@ -18,11 +19,11 @@ def curve_points(runs: list[dict[str, Any]]) -> list[tuple[float, float, float, 
             value = ev["metrics"].get(key)
             if isinstance(value, (int, float)):
                 ds = ev["device_seconds"]
-                by_images.setdefault(ev["images_seen"], []).append(((ds["prepare"] + ds["train"]) / 3600.0, value))
+                by_images.setdefault(ev["images_seen"], []).append((charged_seconds(ds) / 3600.0, value))
     points = []
     for images in sorted(by_images):
-        hours, fids = zip(*by_images[images], strict=True)
-        points.append((sum(hours) / len(hours), sum(fids) / len(fids), min(fids), max(fids)))
+        hours, values = zip(*by_images[images], strict=True)
+        points.append((sum(hours) / len(hours), sum(values) / len(values), min(values), max(values)))
     return points
 
 
@@ -37,7 +38,7 @@ def plot_curves(records: list[dict[str, Any]], output: Path) -> None:
         if r.get("status") == "completed" and r.get("best"):
             groups.setdefault((r["device"]["type"], r["combination"]), []).append(r)
     if not groups:
-        raise UsageError("no completed runs with an FID to plot")
+        raise UsageError("no completed runs with a metric to plot")
     device_types = sorted({d for d, _ in groups})
     fig, axes = plt.subplots(1, len(device_types), figsize=(7 * len(device_types), 5), squeeze=False)
     for ax, device_type in zip(axes[0], device_types, strict=True):
@@ -52,7 +53,7 @@ def plot_curves(records: list[dict[str, Any]], output: Path) -> None:
             ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2)  # band: min..max over seeds
         ax.set_xlabel(f"{hours_label(device_type)} (prepare + train)")
         ax.set_ylabel(runs[0]["best"]["metric"])
-        ax.set_title(f"{runs[0]['config']['dataset']}: FID vs {hours_label(device_type)}")
+        ax.set_title(f"{runs[0]['config']['dataset']}: {runs[0]['best']['metric']} vs {hours_label(device_type)}")
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
@@ -63,21 +64,3 @@ def plot_curves(records: list[dict[str, Any]], output: Path) -> None:
     plt.close(fig)
     tmp.replace(output)
 
-
-def plot_samples(run_dir: Path, output: Path, per_class: int = 10) -> None:
-    """Sample from the run's last checkpoint (EMA weights, the run's guidance and sampler), one row per class."""
-    import torch
-
-    from protobench.generation import generate, load_trained, save_grid
-    from protobench.plugins import get_registry
-
-    run, net, _meta = load_trained(Path(run_dir), get_registry())
-    cfg, num_classes = run.cfg, run.dataset.num_classes
-    shown = min(num_classes, 10)
-    labels = torch.arange(shown).repeat_interleave(per_class)
-    with torch.no_grad():
-        samples, labels, _ = generate(net, run.guidance, run.sampler, run.schedule, labels.numel(), num_classes,
-                                      tuple(run.dataset.image_shape), seed=cfg.seed + 54321, device=run.device,
-                                      labels=labels)
-    save_grid(samples, labels, num_classes, Path(output), per_class=per_class,
-              class_names=tuple(run.dataset.class_names))

@@ -14,10 +14,9 @@ import pluggy
 
 from protobench import hookspecs
 from protobench.errors import PluginError, UsageError
+from protobench.vocabulary import KINDS
 
 ENTRY_POINT_GROUP = "protobench"
-#: one hook per kind (hookspecs.py), in the order the hooks are declared: "dataset", "conditioner", ...
-KINDS = tuple(n[len("register_"):-1] for n in vars(hookspecs) if n.startswith("register_"))
 
 
 @dataclass(frozen=True)
@@ -27,6 +26,9 @@ class Registered:
     target: Any  # the class, or "module:qualname" registered with its name, imported on first use
     plugin: str  # entry-point name of the plugin that registered it
     version: str
+    #: class attributes a lazy registration states up front (a metric's `higher_is_better`), so that reading
+    #: results knows them without importing the class (and torch); checked against the class once imported
+    declared: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def cls(self) -> type:
@@ -43,8 +45,18 @@ class Registered:
             if obj.name != self.name:
                 raise PluginError(f"plugin {self.plugin!r} registered {self.target!r} as {self.name!r}, "
                                   f"but its `name` is {obj.name!r}")
+            for attr, value in self.declared.items():
+                if getattr(obj, attr, None) != value:
+                    raise PluginError(f"plugin {self.plugin!r} registered {self.kind} {self.name!r} with {attr}="
+                                      f"{value!r}, but {self.target} has {attr}={getattr(obj, attr, None)!r}")
             object.__setattr__(self, "target", obj)
         return self.target
+
+    def attribute(self, attr: str, default: Any = None) -> Any:
+        """A class attribute, from the registration when it was declared there (no import), else the class."""
+        if isinstance(self.target, str) and attr in self.declared:
+            return self.declared[attr]
+        return getattr(self.cls, attr, default)
 
     def where(self) -> str:
         return self.target if isinstance(self.target, str) else f"{self.target.__module__}.{self.target.__name__}"
@@ -71,8 +83,10 @@ class Registry:
     #: loaded plugins: name -> version
     loaded: dict[str, str] = field(default_factory=dict)
 
-    def add(self, kind: str, cls: type | str, plugin: str, version: str, name: str | None = None) -> None:
-        """`cls` is a plugin class, or "module:qualname" with its `name`, so listing plugins imports nothing."""
+    def add(self, kind: str, cls: type | str, plugin: str, version: str, name: str | None = None,
+            **declared: Any) -> None:
+        """`cls` is a plugin class, or "module:qualname" with its `name` (and any class attributes the
+        reading side needs, `declared`), so listing plugins and reading results import nothing."""
         if isinstance(cls, str):
             if not name or ":" not in cls:
                 raise PluginError(f"plugin {plugin!r} registered {cls!r}: a lazy {kind} is "
@@ -86,7 +100,7 @@ class Registry:
                 f"plugin {plugin!r} ({Registered(kind, name, cls, plugin, version).where()}); "
                 f"uninstall one or set PROTOBENCH_DISABLE_PLUGINS={plugin}"
             )
-        self.entries[kind][name] = Registered(kind, name, cls, plugin, version)
+        self.entries[kind][name] = Registered(kind, name, cls, plugin, version, declared)
 
     def names(self, kind: str) -> list[str]:
         return sorted(self.entries[kind])
@@ -204,8 +218,8 @@ def load_registry(extra_plugins: dict[str, object] | None = None) -> Registry:
             plugin_name = impl.plugin_name
             version = registry.loaded.get(plugin_name, "unknown")
 
-            def register(cls, name=None, _kind=kind, _plugin=plugin_name, _version=version):
-                registry.add(_kind, cls, _plugin, _version, name=name)
+            def register(cls, name=None, _kind=kind, _plugin=plugin_name, _version=version, **declared):
+                registry.add(_kind, cls, _plugin, _version, name=name, **declared)
 
             try:
                 impl.function(register=register)

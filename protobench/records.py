@@ -12,6 +12,7 @@ from typing import Any
 
 from protobench.errors import UsageError
 from protobench.io import scan_events
+from protobench.ledger import charged_seconds
 
 #: the headline when a run names none: the first of these it computed (lower is better for each)
 PRIMARY_DEFAULTS = ("intra-fid", "fid")
@@ -34,8 +35,8 @@ def best_of(evals: list[dict[str, Any]], primary: str | None = None) -> dict[str
     best = min(scored, key=lambda e: e["metrics"][key])
     ds = best["device_seconds"]
     return {"metric": key, "value": best["metrics"][key], "images_seen": best["images_seen"],
-            "device_hours": (ds["prepare"] + ds["train"]) / 3600.0,
-            "prepare_hours": ds["prepare"] / 3600.0}
+            "device_hours": charged_seconds(ds) / 3600.0,
+            "prepare_hours": ds["prepare"] / 3600.0, "compile_hours": ds.get("compile", 0.0) / 3600.0}
 
 
 class UnreadableRun(UsageError, ValueError):
@@ -72,7 +73,7 @@ def read_config(run_dir: Path) -> dict[str, Any]:
 
 def _replay(events: list[dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:
     state: dict[str, Any] = {"status": "running", "error": None, "evals": [], "instruments": {},
-                             "seconds": {"prepare": 0.0, "train": 0.0, "eval": 0.0}, "prepare": {}}
+                             "seconds": {"prepare": 0.0, "train": 0.0, "eval": 0.0, "compile": 0.0}, "prepare": {}}
     problems: list[str] = []
     for number, ev in enumerate(events, 1):
         try:
@@ -96,6 +97,9 @@ def _apply(state: dict[str, Any], ev: dict[str, Any]) -> None:
             entry["instruments"] = dict(ev["instruments"])
         if ev.get("work"):  # machine-independent work: images and FLOPs, prepare apart (report --clock)
             entry["work"] = ev["work"]
+        for key in ("acceptance_rate", "samples_dropped", "conditioner"):  # rejection; the conditioner's diagnostics
+            if key in ev:
+                entry[key] = ev[key]
         state["evals"].append(entry)
         state["seconds"] = dict(ev["device_seconds"])
     elif kind == "prepare":
@@ -163,35 +167,3 @@ def unreadable_runs(out: Path) -> list[dict[str, Any]]:
             found.append({"run_id": folder.name, "path": str(folder), **problem, "readable": True})
     return found
 
-
-# ---------------------------------------------------------------------------------------------
-# the measuring instruments: numbers scored by different evaluators are never pooled
-
-
-def evaluator_digests(record: dict[str, Any]) -> dict[str, set[str]]:
-    """{extractor label: the weight digests (sha256) of the instruments the record's numbers were scored
-    with}. Empty for records written before digests were stored."""
-    digests: dict[str, set[str]] = {}
-    for label, digest in (record.get("instruments") or {}).items():
-        digests.setdefault(label, set()).add(digest)
-    for ev in record.get("evals", []):
-        for label, digest in (ev.get("instruments") or {}).items():
-            digests.setdefault(label, set()).add(digest)
-    return digests
-
-
-def instrument_conflict(records: list[dict[str, Any]]) -> str | None:
-    """One line saying why these records' numbers cannot be pooled or compared (different weights behind
-    the same extractor label), or None when they can."""
-    seen: dict[str, dict[str, list[str]]] = {}
-    for record in records:
-        for label, digests in evaluator_digests(record).items():
-            for digest in digests:
-                seen.setdefault(label, {}).setdefault(digest, []).append(record["run_id"])
-    for label, by_digest in sorted(seen.items()):
-        if len(by_digest) > 1:
-            parts = ", ".join(f"{d[:12]} ({len(runs)} run{'s' if len(runs) > 1 else ''}, e.g. {runs[0]})"
-                              for d, runs in sorted(by_digest.items()))
-            return (f"these runs were scored by different {label} weights ({parts}); "
-                    f"their numbers are not comparable: rescore them with one evaluator")
-    return None

@@ -17,10 +17,10 @@ from typing import Any
 from protobench.errors import UsageError
 from protobench.records import PRIMARY_DEFAULTS, primary_key
 from protobench.units import hours_label
+from protobench.vocabulary import AXES, flatten_options
 
 OLYMPIC_MIN_SEEDS = 5
 BASELINE = "random"
-AXES = ("dataset", "conditioner", "denoiser", "guidance", "sampler")
 
 
 def t_quantile(df: int, q: float = 0.975) -> float:
@@ -63,7 +63,7 @@ def higher_is_better(key: str) -> bool:
     try:
         from protobench.plugins import get_registry
 
-        return bool(getattr(get_registry().get("metric", name).cls, "higher_is_better", False))
+        return bool(get_registry().get("metric", name).attribute("higher_is_better", False))
     except Exception:
         return False
 
@@ -79,7 +79,7 @@ def clock_at(ev: dict[str, Any], clock: str = "device-hours", part: str = "total
         if clock == "flops":
             amounts = {k: v / 1e12 for k, v in amounts.items()}  # TFLOP
     if part == "total":
-        return amounts.get("prepare", 0.0) + amounts["train"]
+        return amounts.get("prepare", 0.0) + amounts.get("compile", 0.0) + amounts["train"]  # compile: 0 if eager
     return amounts.get(part, 0.0)
 
 
@@ -146,7 +146,7 @@ def build_rows(records: list[dict[str, Any]], target: float | None = None, metri
         best = [points[id(r)] for r in runs]
         missing = [r["run_id"] for r, p in zip(runs, best, strict=True) if p["clock"] is None]
         if missing:
-            raise UsageError(f"--clock {clock}: runs {', '.join(missing)} did not record it (older runs); "
+            raise UsageError(f"--clock {clock}: runs {', '.join(missing)} did not record it; "
                              "use --clock device-hours")
         best_stat = summarize([p["value"] for p in best])
         rows.append({
@@ -160,6 +160,7 @@ def build_rows(records: list[dict[str, Any]], target: float | None = None, metri
             "to_best": summarize([p["clock"] for p in best]), "prepare": summarize([p["prepare"] for p in best]),
             "images_to_best": summarize([p["images_seen"] for p in best]),
             "device_type": device_type, "unit": hours_label(device_type),
+            **run_notes(runs),
             "_runs": runs, "_baseline_key": (_baseline_key(runs[0]), key, evaluator),
         })
     baselines = {row["_baseline_key"]: row for row in rows if row["conditioner"] == BASELINE}
@@ -186,6 +187,22 @@ def build_rows(records: list[dict[str, Any]], target: float | None = None, metri
     return rows
 
 
+def run_notes(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a row says besides quality and work: the acceptance rate of rejection sampling (each seed's mean
+    over its evaluations), the conditioner's diagnostics at the last evaluation (e.g. prototype shift and
+    geometry), and whether a pretrained network's compute is left uncharged."""
+    rates = [[e["acceptance_rate"] for e in r["evals"] if e.get("acceptance_rate") is not None] for r in runs]
+    last = [(r["evals"][-1].get("conditioner") or {}) if r["evals"] else {} for r in runs]
+    keys = sorted({k for d in last for k, v in d.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    return {
+        "acceptance_rate": summarize([sum(x) / len(x) for x in rates if x]) if any(rates) else None,
+        "diagnostics": {k: summarize([d[k] for d in last if k in d]) for k in keys},
+        "pretrained": any(d.get("pretrained_backbone") for d in last)
+        or any((v or {}).get("pretrained_backbone") for r in runs for v in r.get("prepare", {}).values()
+               if isinstance(v, dict)),
+    }
+
+
 def _reliable_target(base: dict[str, Any]) -> float:
     """The default target: the quality every seed of the baseline reached (its worst best), as MLPerf sets a
     target the reference reaches reliably. The baseline is then 3/3 by construction; another row reaches it
@@ -206,8 +223,7 @@ def clock_unit(clock: str, device_type: str) -> str:
 
 def _flat_config(config: dict[str, Any]) -> dict[str, Any]:
     flat = {k: v for k, v in config.items() if k not in ("options", "seed", "data_root")}
-    for kind, opts in config.get("options", {}).items():
-        flat.update({f"{kind}.{k}": v for k, v in opts.items()})
+    flat.update(flatten_options(config.get("options", {})))
     return flat
 
 
@@ -278,20 +294,37 @@ def render_rows(rows: list[dict[str, Any]], title: str = "protobench report") ->
             table.add_column(col, no_wrap=True)  # names stay whole; the numbers wrap on a narrow terminal
         for col in ("best", "to best", "to target", "speed-up", "prepare"):
             table.add_column(col, justify="right")
+        accepting = any(r.get("acceptance_rate") for r in group)
+        diagnosed = any(r.get("diagnostics") for r in group)
+        if accepting:
+            table.add_column("accepted", justify="right")
+        if diagnosed:
+            table.add_column("conditioner (last eval)")
         for r in group:
             tt = r["to_target"]
             to_target = "—" if r["target"] is None else f"{fmt_work(tt, clock)} [{tt['reached']}/{tt['of']}]"
             speed = "—" if r["speedup_vs_baseline"] is None else f"{r['speedup_vs_baseline']:.2f}×"
-            conditioner = r["conditioner"] + (f"\n{escape(r['variant'])}" if r.get("variant") else "")
+            conditioner = r["conditioner"] + (" †" if r.get("pretrained") else "") + \
+                (f"\n{escape(r['variant'])}" if r.get("variant") else "")
+            notes = ([fmt_stat(r["acceptance_rate"]) if r.get("acceptance_rate") else "—"] if accepting else []) + \
+                (["\n".join(f"{k} {fmt_stat(v)}" for k, v in (r.get("diagnostics") or {}).items()) or "—"]
+                 if diagnosed else [])
             table.add_row(*(str(r[a]) for a in varying), conditioner, str(len(r["seeds"])), fmt_stat(r["best"], 2),
-                          fmt_work(r["to_best"], clock), to_target, speed, fmt_work(r["prepare"], clock))
+                          fmt_work(r["to_best"], clock), to_target, speed, fmt_work(r["prepare"], clock), *notes)
         out.append(table)
         targets = sorted({r["target"] for r in group if r["target"] is not None})
         at = f" @ {', '.join(f'{t:.2f}' for t in targets)}" if targets else ""
         out.append(Text(f"best: the best {key} of each seed; to best / to target: {unit} (prepare + train) until then; "
                         f"target{at} (--target, else the worst best of the random baseline's seeds), [seeds that reached it/seeds]; "
                         f"speed-up: the baseline's {unit} to target / the row's, only when all its seeds reached it; "
-                        "prepare (e.g. Stage I) is included in every column and also shown apart."))
+                        "prepare (e.g. Stage I) is included in every column and also shown apart."
+                        + ("; accepted: the share of draws rejection sampling kept (the rest redrawn, and dropped "
+                           "after 10 rounds)" if accepting else "")
+                        + ("; conditioner: prototype_shift = ‖table − start‖/‖start‖ in diffusion training, "
+                           "stage1_shift the same in Stage I, prototype_geometry = correlation of the table's "
+                           "pairwise distances with the Stage-I class means'" if diagnosed else "")
+                        + ("; †: a pretrained backbone whose pretraining compute is not charged"
+                           if any(r.get("pretrained") for r in group) else "")))
     return out
 
 
@@ -323,7 +356,7 @@ def load_side(spec: str, out: Path) -> list[dict[str, Any]]:
             raise UsageError(f"run {record['run_id']} is {record['status']}, not completed")
         rows = build_rows([record])
     if not rows:
-        raise UsageError(f"{spec}: no completed runs with an FID")
+        raise UsageError(f"{spec}: no completed runs with a metric to rank by")
     return rows
 
 
@@ -365,7 +398,7 @@ def compare_sides(side_a: list[dict[str, Any]], side_b: list[dict[str, Any]]) ->
             raise UsageError(f"cannot compare {a['metric']} scored by different evaluators "
                              f"({a.get('evaluator') or 'unrecorded'} vs {b.get('evaluator') or 'unrecorded'})")
         entry = {"a": {k: a[k] for k in AXES}, "b": {k: b[k] for k in AXES}, "unit": a["unit"], "metric": a["metric"],
-                 "metrics": {}}
+                 "higher_is_better": a.get("higher_is_better", False), "metrics": {}}
         for key in ("best_fid", "device_hours_to_best"):
             sa, sb = a[key], b[key]
             ratio = sb["mean"] / sa["mean"] if sa["mean"] and sb["mean"] is not None else None
@@ -383,12 +416,13 @@ def render_comparison(pairs: list[dict[str, Any]], name_a: str, name_b: str):
     from rich.table import Table
 
     colour = {"better": "green", "worse": "red", "within noise": "yellow"}
-    table = Table(title=f"B = {escape(name_b)} relative to A = {escape(name_a)} (ratio B/A; lower is better)")
+    table = Table(title=f"B = {escape(name_b)} relative to A = {escape(name_a)} (ratio B/A; ↓ lower is better, ↑ higher)")
     for col in ("A combination", "B combination", "quantity", "A", "B", "B/A", "mark"):
         table.add_column(col, justify="right" if col in ("A", "B", "B/A") else "left")
     for p in pairs:
         for key, m in p["metrics"].items():
-            name = f"best {p['metric']}" if key == "best_fid" else f"{p['unit']} to best"
+            arrow = "↑" if key == "best_fid" and p.get("higher_is_better") else "↓"
+            name = f"best {p['metric']} {arrow}" if key == "best_fid" else f"{p['unit']} to best {arrow}"
             ratio = "—" if m["ratio"] is None else f"{m['ratio']:.3f}"
             mark = m["mark"]
             table.add_row(" / ".join(p["a"].values()), " / ".join(p["b"].values()), name,

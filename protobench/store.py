@@ -122,8 +122,7 @@ def _sync(conn: sqlite3.Connection, out: Path) -> None:
         if row is not None and row[1].split("#", 1)[0] == stamp:
             if _row_ok(row):
                 continue
-            if "#" in row[1]:  # rows of older versions carry no digest: re-read quietly
-                warn(f"index row for run {run_id} does not match its record; re-reading the run folder")
+            warn(f"index row for run {run_id} does not match its record; re-reading the run folder")
         try:
             record = load_record(folder)
         except (OSError, ValueError, KeyError):  # unreadable (records.unreadable_runs names it) or being written
@@ -156,12 +155,6 @@ def sync(out: Path) -> None:
 def _remove_index(out: Path) -> None:
     for suffix in ("", "-wal", "-shm"):
         Path(str(index_path(out)) + suffix).unlink(missing_ok=True)
-
-
-def rebuild(out: Path) -> None:
-    """Drop the index and build it again from the run folders."""
-    _remove_index(out)
-    sync(out)
 
 
 def records(out: Path, status: str | None = None) -> list[dict[str, Any]]:

@@ -15,9 +15,10 @@ from typing import Any
 from protobench.config import check_key, flatten_toml, read_toml
 from protobench.errors import UsageError
 from protobench.io import json_digest
+from protobench.vocabulary import AXES as RUN_AXES
 
 #: axes a sweep takes as comma lists on the command line
-AXES = ("dataset", "conditioner", "denoiser", "guidance", "sampler", "seed")
+AXES = (*RUN_AXES, "seed")  # a sweep also varies the seed
 
 #: `protobench sweep` with no axes: the paper's comparison on the embedded dataset
 DEFAULT_SWEEP: dict[str, list[Any]] = {

@@ -101,7 +101,7 @@ def test_real_statistics_cache_is_checksummed_and_recomputed_when_corrupt(refere
     extractors.clear_memos()
     again = fid.compute(test.images, test.labels, reference)["fid[digits-evaluator]"]
     assert again == pytest.approx(first, rel=1e-9)
-    from protobench_metrics.evaluator import sha256_file
+    from protobench.kit import sha256_file
 
     assert json.loads((entry / "manifest.json").read_text())["files"]["tensors.safetensors"] == sha256_file(path)
 

@@ -8,18 +8,20 @@ import json
 
 import pytest
 import torch
-import torch.nn.functional as F
 from protobench_conditioners.basic import RandomEmbedding
 from protobench_denoisers.unet import UNet
 
+from protobench.diffusion import NoiseSchedule
+from protobench.engine import DiffusionModel
 from protobench.precision import Precision
 
 
 def digits_net(device="cpu"):
+    """The run's model: conditioner + digits U-Net + schedule, whose forward is the training loss."""
     torch.manual_seed(0)
     conditioner = RandomEmbedding(10)
     unet = UNet((1, 8, 8), cond=conditioner.spec)  # the digits default
-    return torch.nn.ModuleDict({"conditioner": conditioner, "denoiser": unet}).to(device)
+    return DiffusionModel(conditioner, unet, NoiseSchedule("linear", 1000)).to(device)
 
 
 def batch(device="cpu", n=32):
@@ -32,10 +34,11 @@ def batch(device="cpu", n=32):
 
 
 def loss_of(net, data, precision: Precision):
+    """The training loss as a run computes it: the engine's model forward under the run's autocast."""
     x, t, labels, noise = data
     with precision.autocast():
-        eps = net["denoiser"](x, t, net["conditioner"](labels))
-    return F.mse_loss(eps.float(), noise)
+        loss, _mse = net(x, labels, t, noise)
+    return loss
 
 
 def train_steps(precision: Precision, device: str, steps: int = 3):

@@ -229,7 +229,7 @@ def test_clock_images_and_flops_charge_prepare_and_rank_by_work(tmp_path):
     assert "images" in result.output
 
 
-def test_a_clock_that_older_runs_did_not_record_is_one_line(tmp_path):
+def test_a_clock_a_run_did_not_record_is_one_line(tmp_path):
     make_run(tmp_path, "random", 0, [40, 20], [1, 2], work=False)
     result = CliRunner().invoke(main, ["report", "--out", str(tmp_path), "--clock", "flops"])
     assert result.exit_code == 2

@@ -4,7 +4,6 @@ the exit code says so; running the sweep again skips what finished."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -47,12 +46,6 @@ def test_sweep_toml(tmp_path):
         load_sweep_toml(path)
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    cache = os.environ.get("PROTOBENCH_CACHE") or str(tmp_path_factory.mktemp("cache"))
-    return {**os.environ, "PROTOBENCH_CACHE": cache, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-
-
 SWEEP = ["sweep", "--conditioner", "random,none,no-such-conditioner", "--seed", "0", "--budget", "64",
          "--eval-every", "64", "--eval-samples", "20", "-o", "batch_size=32", "-o", "denoiser.base_channels=8",
          "-o", "denoiser.num_res_blocks=1", "-o", "sampler.steps=3", "-o", "denoiser.join=concat|bogus",
@@ -74,7 +67,7 @@ def test_failing_combination_is_recorded_others_finish_and_rerun_skips(tmp_path,
     assert all(r["best"] is not None for r in done)
     assert len(failed) == 4
     # a plugin that refuses its options at construction, or an unknown plugin name: refused before the run
-    # holds a record (issue 13); the sweep's records and manifest say why
+    # holds a record; the sweep's records and manifest say why
     joins = [r for r in failed if "join must be" in r["error"]]
     unknown = [r for r in failed if "no-such-conditioner" in r["error"]]
     assert len(joins) == 2 and len(unknown) == 2

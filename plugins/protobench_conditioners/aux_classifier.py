@@ -11,9 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from protobench import NULL_LABEL, Conditioner, Conditioning, ConditionSpec, LossContext, PrepareContext
-from protobench.augment import random_shift
-from protobench.cache import load_tensors, save_tensors
-from protobench.io import json_digest
+from protobench.kit import cache, json_digest, random_shift
 from protobench_conditioners._labels import add_null_token, check_null, checked_labels, embed_with_null
 
 #: the auxiliary classifier's own seed (offset by the run's seed): not the metrics' evaluator seed
@@ -93,14 +91,14 @@ class AuxClassifierConditioner(Conditioner):
 
     def prepare(self, ctx: PrepareContext) -> None:
         key = self.cache_key(ctx)
-        found = load_tensors(ctx.cache_dir, "aux-classifiers", key)
+        found = cache.load_tensors(ctx.cache_dir, "aux-classifiers", key)
         if found is not None:
             tensors, meta, _path = found
             self.classifier.load_state_dict(tensors)
             ctx.charge(meta["train_seconds"])  # the run still pays for the cached training
         else:
             meta = self._train(ctx)
-            save_tensors(ctx.cache_dir, "aux-classifiers", key, self.classifier.state_dict(), meta)
+            cache.save_tensors(ctx.cache_dir, "aux-classifiers", key, self.classifier.state_dict(), meta)
         self.classifier.requires_grad_(False)
         self.classifier_ready.fill_(True)
         ctx.results["aux_classifier"] = {"test_accuracy": meta["test_accuracy"], "key": key,

@@ -13,8 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from protobench.errors import UsageError
-from protobench.interfaces.dataset import DataSplit
+from protobench import DataSplit, UsageError
 
 #: the paper's U-Net (ProtoDiffusion A.2: base 64, multipliers 2,2,4,4, dropout 0.1), shared by the real datasets'
 #: presets; attention at 16 px is our choice (the paper does not say)

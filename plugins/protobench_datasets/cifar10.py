@@ -13,8 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from protobench import Dataset, DataSplit
-from protobench.errors import UsageError
+from protobench import Dataset, DataSplit, UsageError
 from protobench_datasets._local import PAPER_UNET, find_folder
 
 FOLDER = "cifar-10-batches-py"

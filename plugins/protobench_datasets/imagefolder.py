@@ -17,8 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from protobench import Dataset, DataSplit
-from protobench.errors import UsageError
+from protobench import Dataset, DataSplit, UsageError
 from protobench_datasets._local import decoded_splits
 
 EXPECTED = "one subfolder of images per class, either directly or inside train/ and test/"

@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from protobench import Dataset, DataSplit
-from protobench.errors import UsageError
+from protobench import Dataset, DataSplit, UsageError
 from protobench_datasets._local import PAPER_UNET, find_folder, read_lines
 
 FOLDER = "stl10_binary"

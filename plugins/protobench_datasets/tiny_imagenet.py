@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from protobench import Dataset, DataSplit
-from protobench.errors import UsageError
+from protobench import Dataset, DataSplit, UsageError
 from protobench_datasets._local import (
     PAPER_UNET,
     decoded_splits,

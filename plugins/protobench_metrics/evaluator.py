@@ -14,11 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from protobench import cache
-from protobench.augment import random_shift
-from protobench.cache import sha256_file  # noqa: F401  (re-exported: the metrics' one file checksum)
-from protobench.io import json_digest
-from protobench.progress import stage
+from protobench.kit import cache, json_digest, random_shift, stage
 
 EVALUATOR_SEED = 20240101
 #: reject_noise: train with one extra class of uniform-noise images (see train_evaluator; on for digits)

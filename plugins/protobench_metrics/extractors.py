@@ -22,8 +22,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from protobench import Reference, UsageError, cache
-from protobench_metrics.evaluator import EvaluatorNet, few_threads, load_or_train, sha256_file
+from protobench import Reference, UsageError
+from protobench.kit import cache, sha256_file
+from protobench_metrics.evaluator import EvaluatorNet, few_threads, load_or_train
 
 INCEPTION_ENV = "PROTOBENCH_INCEPTION_WEIGHTS"
 INCEPTION_FIDELITY_NAME = "inception-v3-compat"

@@ -1,19 +1,20 @@
 from protobench import hookimpl
 
-#: name -> "module:Class": registered by reference, so that listing plugins imports neither them nor torch
+#: name -> ("module:Class", higher_is_better): registered by reference with the direction declared, so that
+#: listing plugins and reading results (report, compare) import neither the metrics nor torch
 METRICS = {
-    "fid": "protobench_metrics.fidelity_metrics:FID",
-    "kid": "protobench_metrics.fidelity_metrics:KID",
-    "is": "protobench_metrics.fidelity_metrics:InceptionScore",
-    "precision-recall": "protobench_metrics.fidelity_metrics:PrecisionRecall",
-    "fid-per-class": "protobench_metrics.fidelity_metrics:FIDPerClass",
-    "intra-fid": "protobench_metrics.fidelity_metrics:IntraFID",
-    "class-accuracy": "protobench_metrics.classifier_metrics:ClassAccuracy",
-    "cas": "protobench_metrics.classifier_metrics:CAS",
+    "fid": ("protobench_metrics.fidelity_metrics:FID", False),
+    "kid": ("protobench_metrics.fidelity_metrics:KID", False),
+    "is": ("protobench_metrics.fidelity_metrics:InceptionScore", True),
+    "precision-recall": ("protobench_metrics.fidelity_metrics:PrecisionRecall", True),
+    "fid-per-class": ("protobench_metrics.fidelity_metrics:FIDPerClass", False),
+    "intra-fid": ("protobench_metrics.fidelity_metrics:IntraFID", False),
+    "class-accuracy": ("protobench_metrics.classifier_metrics:ClassAccuracy", True),
+    "cas": ("protobench_metrics.classifier_metrics:CAS", True),
 }
 
 
 @hookimpl
 def register_metrics(register):
-    for name, target in METRICS.items():
-        register(target, name=name)
+    for name, (target, higher_is_better) in METRICS.items():
+        register(target, name=name, higher_is_better=higher_is_better)

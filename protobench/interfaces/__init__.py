@@ -1,7 +1,6 @@
 """The six plugin kinds: one small abstract base class per module."""
 
-# ruff: noqa: F401 - a re-export module: the names are listed once, in protobench._INTERFACES (so in __all__)
-from protobench import _INTERFACES
+# ruff: noqa: F401 - a re-export module: the names are listed once, in protobench.vocabulary.INTERFACES
 from protobench.interfaces.conditioner import (
     NULL_LABEL,
     Conditioner,
@@ -15,8 +14,8 @@ from protobench.interfaces.denoiser import Denoiser
 from protobench.interfaces.guidance import ConditionedNet, Guidance
 from protobench.interfaces.metric import Metric, Reference
 from protobench.interfaces.sampler import EpsFn, Sampler
+from protobench.vocabulary import INTERFACES, KINDS
 
-KINDS = ("dataset", "conditioner", "denoiser", "guidance", "sampler", "metric")
 BASES = {
     "dataset": Dataset,
     "conditioner": Conditioner,
@@ -26,5 +25,5 @@ BASES = {
     "metric": Metric,
 }
 
-# the names the package re-exports (protobench._INTERFACES, the one list) and the kinds
-__all__ = ["BASES", "KINDS", *_INTERFACES]
+# the names the package re-exports (vocabulary.INTERFACES, the one list) and the kinds
+__all__ = ["BASES", "KINDS", *INTERFACES]

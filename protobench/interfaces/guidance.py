@@ -30,13 +30,8 @@ class Guidance:
 
     name: ClassVar[str]
     #: whether `prepare` does work: only then does the core build `ctx.net` and `ctx.schedule` and call it,
-    #: before every evaluation. A subclass that defines `prepare` and leaves this unset gets True.
+    #: before every evaluation (a class that defines `prepare` sets it True; the conformance tests check)
     prepares: ClassVar[bool] = False
-
-    def __init_subclass__(cls, **kwargs) -> None:
-        super().__init_subclass__(**kwargs)
-        if "prepare" in vars(cls) and "prepares" not in vars(cls):
-            cls.prepares = True  # plugins written before `prepares` existed keep their prepare step
 
     def prepare(self, ctx: PrepareContext) -> None:  # noqa: B027 - optional hook
         """Get ready to guide the trained (EMA) denoiser `ctx.net`, e.g. fit a classifier on its features.

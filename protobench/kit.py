@@ -1,0 +1,49 @@
+"""What plugins use from the core, beyond the interfaces: the one public module for plugin authors.
+
+Built-in plugins import only `protobench` (the interfaces, `hookimpl`, `UsageError`) and this module, so an
+outside plugin can do everything a built-in does. Names resolve on first use, so importing it loads no torch.
+
+- `cache`: the one integrity-checked on-disk cache (`cache.load_tensors`, `cache.save_tensors`,
+  `cache.entry_path`, `cache.lookup`, `cache.store`): entries are complete or absent, and a
+  damaged one is named and rebuilt.
+- `stage(description, total, unit)`: a progress bar on stderr for a long step (Stage I, an evaluator).
+- `count_flops(fn)`: the FLOPs of one call, the way the run's FLOP clock counts them.
+- `json_digest(obj)`, `sha256_file(path)`: stable identities for cache keys and files.
+- `random_shift(x, generator)`: the augmentation the small helper classifiers use.
+- `atomic_write_bytes`, `atomic_write_json`: files written whole or not at all; `warn(message)`: one stderr line.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: public name -> (core module, attribute; None for the module itself)
+_EXPORTS: dict[str, tuple[str, str | None]] = {
+    "cache": ("protobench.cache", None),
+    "stage": ("protobench.progress", "stage"),
+    "count_flops": ("protobench.flops", "count_flops"),
+    "json_digest": ("protobench.io", "json_digest"),
+    "sha256_file": ("protobench.cache", "sha256_file"),
+    "random_shift": ("protobench.augment", "random_shift"),
+    "atomic_write_bytes": ("protobench.io", "atomic_write_bytes"),
+    "atomic_write_json": ("protobench.io", "atomic_write_json"),
+    "warn": ("protobench.io", "warn"),
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'protobench.kit' has no attribute {name!r}")
+    module, attr = _EXPORTS[name]
+    value: Any = importlib.import_module(module)
+    if attr is not None:
+        value = getattr(value, attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
