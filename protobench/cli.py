@@ -100,8 +100,10 @@ def _without_stop_after(args: list[str]) -> list[str]:
 def main(debug: bool) -> None:
     """Benchmark ways of conditioning class-conditional diffusion models: device-hours to best FID."""
     import signal
+    import threading
 
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # kill / a scheduler's preemption: as Ctrl-C
+    if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
+        signal.signal(signal.SIGTERM, signal.default_int_handler)  # kill / a scheduler's preemption: as Ctrl-C
 
 
 def out_option(f):

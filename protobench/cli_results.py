@@ -246,6 +246,10 @@ def run_sweep(params: dict[str, Any]) -> list[dict[str, Any]]:
         from protobench.slurm import run_slurm_sweep
 
         return run_slurm_sweep(combos, fixed, registry, out, sid, params, c)
+    slurm_only = [f for f, k in (("--partition", "partition"), ("--time", "time_limit"), ("--cpus-per-job", "cpus_per_job"),
+                                 ("--sbatch", "sbatch"), ("--wait", "wait")) if params.get(k)]
+    if slurm_only:
+        raise UsageError(f"{', '.join(slurm_only)}: only with --executor slurm")
     c.print(f"sweep {sid}: {len(combos)} combinations → {out}")
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=c, transient=True, disable=not show)
