@@ -1,4 +1,4 @@
-"""The report: per combination, best FID and device-hours to it over seeds, time to a target, speedup.
+"""The report: per combination, the best primary metric and the work to it over seeds, time to a target, speedup.
 
 Statistics over seeds: the mean and the half-width of its 95% confidence interval from Student's t
 (t_{0.975, m-1} · s / √m). With 5 or more seeds the olympic mean is used, as in the MLPerf training rules:
