@@ -5,6 +5,7 @@ back to the previous checkpoint when the newest is damaged."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from protobench.cache import sha256_file
+from protobench.diskspace import is_no_space
 from protobench.io import atomic_write_json, check_no_symlinks, warn
 
 KEEP = 2  # checkpoints kept: the newest and the one before it
@@ -59,12 +61,20 @@ def save_checkpoint(ckpt_dir: Path, step: int, tensors: dict[str, Tensor], meta:
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     name = f"step-{step:08d}.safetensors"
     tmp = ckpt_dir / f".{name}.tmp"
-    save_file(tensors, str(tmp))
-    digest = sha256_file(tmp)
-    os.replace(tmp, ckpt_dir / name)
-    manifest = {**meta, "file": name, "step": step, "sha256": digest}
-    atomic_write_json(ckpt_dir / f"step-{step:08d}.json", manifest, within=ckpt_dir.parent)
-    atomic_write_json(ckpt_dir / "latest.json", manifest, within=ckpt_dir.parent)
+    new_files = [p for p in (ckpt_dir / name, ckpt_dir / f"step-{step:08d}.json") if not p.exists()]
+    try:
+        save_file(tensors, str(tmp))
+        digest = sha256_file(tmp)
+        os.replace(tmp, ckpt_dir / name)
+        manifest = {**meta, "file": name, "step": step, "sha256": digest}
+        atomic_write_json(ckpt_dir / f"step-{step:08d}.json", manifest, within=ckpt_dir.parent)
+        atomic_write_json(ckpt_dir / "latest.json", manifest, within=ckpt_dir.parent)
+    except BaseException as exc:  # latest.json still names the previous good checkpoint: drop the half-made one
+        for leftover in (tmp, *new_files):
+            leftover.unlink(missing_ok=True)
+        if is_no_space(exc) and not isinstance(exc, OSError):  # safetensors wraps the OSError in its own type
+            raise OSError(errno.ENOSPC, "No space left on device", str(ckpt_dir / name)) from exc
+        raise
     for old in sorted(ckpt_dir.glob("step-*.safetensors"))[:-KEEP]:
         old.unlink()
         old.with_suffix(".json").unlink(missing_ok=True)

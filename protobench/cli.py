@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from protobench.errors import Interrupted, TrainingDiverged, UsageError
+from protobench.errors import Interrupted, NoSpace, TrainingDiverged, UsageError
 from protobench.vocabulary import AXES, flatten_options
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -73,6 +73,9 @@ def interrupted_line(exc: BaseException, ctx: click.Context) -> str:
         kept = (f"saved checkpoint {exc.checkpoint} at {exc.images_seen:,} images" if exc.checkpoint
                 else f"kept the last checkpoint (stopped at {exc.images_seen:,} images)")
         how = command if sub == "sweep" else f"{command}   (or: protobench run --resume {exc.run_id})"
+        if isinstance(exc, NoSpace):
+            kept = f"checkpoint {exc.checkpoint} at {exc.images_seen:,} images" if exc.checkpoint else "no checkpoint yet"
+            return f"interrupted {exc.run_id}: {exc.reason}; kept {kept} as the latest; make room, then resume with: {how}"
         return f"interrupted {exc.run_id}: {kept}; resume with: {how}"
     return f"interrupted; run the same command again to resume: {command}"
 
@@ -96,6 +99,9 @@ def _without_stop_after(args: list[str]) -> list[str]:
 @click.version_option(package_name="protobench")
 def main(debug: bool) -> None:
     """Benchmark ways of conditioning class-conditional diffusion models: device-hours to best FID."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # kill / a scheduler's preemption: as Ctrl-C
 
 
 def out_option(f):
@@ -258,6 +264,7 @@ def print_record(record: dict[str, Any]) -> None:
     from rich.markup import escape
     from rich.table import Table
 
+    from protobench.ledger import charged_seconds
     from protobench.units import hours_label
 
     table = Table(title=f"run {record['run_id']} — {record['status']}")
@@ -266,17 +273,19 @@ def print_record(record: dict[str, Any]) -> None:
     for key in metric_keys:
         table.add_column(escape(key), justify="right")
     unit = hours_label(record["device"]["type"])
-    table.add_column(f"{unit} (prepare+train)", justify="right")
+    compiled = any(e["device_seconds"].get("compile") for e in record["evals"])
+    table.add_column(f"{unit} (prepare+{'compile+' if compiled else ''}train)", justify="right")
     for ev in record["evals"]:
         ds = ev["device_seconds"]
         table.add_row(str(ev["images_seen"]), *[_fmt(ev["metrics"].get(k)) for k in metric_keys],
-                      f"{(ds['prepare'] + ds['train']) / 3600:.4f}")
+                      f"{charged_seconds(ds) / 3600:.4f}")
     c = console()
     c.print(table)
     if record.get("best"):
         b = record["best"]
         c.print(f"best {escape(b['metric'])} = {b['value']:.3f} at {b['images_seen']} images, "
-                f"{b['device_hours']:.4f} {unit} (prepare {b['prepare_hours']:.4f})")
+                f"{b['device_hours']:.4f} {unit} (prepare {b['prepare_hours']:.4f}"
+                + (f", compile {b['compile_hours']:.4f})" if b.get("compile_hours") else ")"))
     if record.get("error"):
         c.print(f"[red]error:[/red] {record['error']}")
     c.print(f"run folder: {record['path']}")
@@ -321,6 +330,9 @@ from protobench.cli_results import add_commands as _add_results  # noqa: E402
 
 _add_results(main)  # sweep, report, compare, plot
 _add_eval(main)  # eval, sample
+from protobench.status import add_commands as _add_status  # noqa: E402
+
+_add_status(main)  # status
 
 
 if __name__ == "__main__":

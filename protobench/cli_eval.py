@@ -163,18 +163,20 @@ def sample_run(run_id: str, out: Path, class_k: int | None, n: int | None, outpu
     samples, labels, acceptance = generate(net, run.guidance, run.sampler, run.schedule, n, num_classes,
                                            tuple(run.dataset.image_shape), seed=seed, device=run.device,
                                            labels=labels)
+    if not len(samples):
+        raise UsageError(f"rejection sampling accepted none of the {n} samples (rate 0); nothing written")
     if output is None:
         output = run_dir / f"sample-{'all' if class_k is None else f'class{class_k}'}-n{n}-s{seed}.png"
     if output.suffix == ".npz":
         _write_npz(output, samples, labels)
     elif class_k is not None:  # one class: fill rows of 10 rather than a single class row
-        layout = torch.arange(n) // 10
+        layout = torch.arange(len(samples)) // 10  # rejection may have dropped some
         save_grid(samples[:100], layout[:100], int(layout[:100].max()) + 1, output)
     else:
         save_grid(samples, labels, num_classes, output)
     return {"run_id": run_id, "output": str(output), "n": n, "class": class_k, "images_seen": meta["images_seen"],
             "checkpoint": meta["file"], "guidance": cfg.guidance, "sampler": cfg.sampler,
-            "acceptance_rate": acceptance}
+            "acceptance_rate": acceptance, "samples_dropped": n - len(samples)}
 
 
 def add_commands(main: click.Group) -> None:

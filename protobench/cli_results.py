@@ -19,6 +19,17 @@ def add_commands(main: click.Group) -> None:
     @click.option("--jobs", type=click.IntRange(1, 256), default=None,
                   help="Combinations run at once, each in its own process (default: physical cores on a CPU, "
                        "one per GPU).")
+    @click.option("--executor", type=click.Choice(["local", "slurm"]), default="local", show_default=True,
+                  help="local: processes on this machine; slurm: one Slurm job per combination (a job array, "
+                       "through submitit), --out on storage the nodes share (docs/clusters.md).")
+    @click.option("--partition", default=None, help="Slurm partition (default: the cluster's; or [slurm] partition).")
+    @click.option("--time", "time_limit", default=None,
+                  help="Slurm time limit per job: minutes or [D-]H:MM:SS (default 60; or [slurm] time).")
+    @click.option("--cpus-per-job", type=click.IntRange(1, 4096), default=None,
+                  help="CPUs per Slurm job (default 1; or [slurm] cpus).")
+    @click.option("--sbatch", multiple=True, metavar="KEY=VALUE",
+                  help="Any other sbatch parameter (account=proj123); or a [slurm.sbatch] table.")
+    @click.option("--wait", is_flag=True, help="With --executor slurm: follow the jobs until they leave the queue.")
     def sweep(**params: Any) -> None:
         """Run every combination of the axes (comma lists; `-o key=a|b` sweeps an option).
 
@@ -198,6 +209,10 @@ def run_sweep(params: dict[str, Any]) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     manifest: list[dict[str, Any]] = []
     sid = sweep_id(combos, fixed)
+    if params.get("executor") == "slurm":  # checked (sbatch, partition, [slurm]) before a line is printed
+        from protobench.slurm import run_slurm_sweep
+
+        return run_slurm_sweep(combos, fixed, registry, out, sid, params, c)
     c.print(f"sweep {sid}: {len(combos)} combinations → {out}")
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=c, transient=True, disable=not show)

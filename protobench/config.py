@@ -41,7 +41,15 @@ class RunConfig:
     gpus: int = 1  # processes; >1 launches under DeepSpeed
     zero_stage: int = 0
     precision: str = "fp32"  # fp32 | bf16 | fp16 (the last two on GPUs)
+    #: torch.compile the step and the sampler: auto (on a GPU only), on, off (protobench/compiled.py)
+    compile: str = "auto"
     data_root: str | None = None
+    #: the official ProtoDiffusion training, on request (docs/deviations.md); the defaults are the paper's text
+    lr_schedule: str = "constant"  # or "warmup-cosine": linear warm-up to lr × warmup_multiplier, then cosine
+    warmup_multiplier: float = 2.5  # train.py --multiplier
+    warmup_share: float = 0.05  # of all steps (train.py: epoch // 20)
+    small_t_share: float = 0.0  # share of each batch drawn at t < small_t (diffusion.py trainloss: 1/10, t < 50)
+    small_t: int = 50
     #: per-kind plugin options, fully resolved: {"denoiser": {"base_channels": 32, ...}, ...}
     options: dict[str, dict[str, Any]] = field(default_factory=lambda: {k: {} for k in KINDS})
 
@@ -59,7 +67,7 @@ class RunConfig:
 
     def hash(self) -> str:
         """Identity of what the run computes (not where its data lives)."""
-        d = self.to_dict()
+        d = _without_later_defaults(self.to_dict())
         d.pop("data_root", None)
         return json_digest(d, 12)
 
@@ -68,10 +76,31 @@ class RunConfig:
 
     def combination(self) -> str:
         """What a report row groups by: everything but the seed."""
-        d = self.to_dict()
+        d = _without_later_defaults(self.to_dict())
         d.pop("seed")
         d.pop("data_root", None)
         return json_digest(d, 12)
+
+
+#: keys added after runs were first recorded: left out of the hash at their defaults, so run ids stay the same
+LATER_KEYS = ("lr_schedule", "warmup_multiplier", "warmup_share", "small_t_share", "small_t", "compile")
+
+
+def _without_later_defaults(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if not (k in LATER_KEYS and v == getattr(RunConfig, k))}
+
+
+def lr_at(cfg: RunConfig, step: int) -> float:
+    """The learning rate at `step` (0-based). warmup-cosine is the official scheduler.py + train.py: linear
+    from lr to lr × multiplier over the warm-up, then CosineAnnealingLR(T_max = all steps, eta_min = 0)."""
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    total = max(1, -(-cfg.budget // cfg.batch_size))
+    warm = max(1, round(cfg.warmup_share * total))
+    peak = cfg.lr * cfg.warmup_multiplier
+    if step < warm:
+        return cfg.lr * (1 + (cfg.warmup_multiplier - 1) * step / warm)
+    return peak * 0.5 * (1 + math.cos(math.pi * (step - warm) / total))
 
 
 TOP_LEVEL = {f.name: f for f in fields(RunConfig) if f.name != "options"}
@@ -220,7 +249,7 @@ def flatten_toml(data: dict[str, Any], where: str) -> dict[str, Any]:
                 if not isinstance(opts, dict):
                     raise UsageError(f"{where}: options.{kind} must be a table")
                 flat.update(flatten_options({kind: opts}))
-        elif key in ("sweep", "description", "name"):
+        elif key in ("sweep", "slurm", "description", "name"):
             continue
         else:
             flat[key] = value
@@ -399,7 +428,14 @@ def validate(cfg: RunConfig) -> None:
         (lambda: cfg.schedule in ("linear", "cosine"), f"schedule must be linear or cosine, got {cfg.schedule!r}"),
         (lambda: 1 <= cfg.timesteps <= 10**6, f"timesteps must be in [1, 1000000], got {cfg.timesteps}"),
         (schedule_ok, f"timesteps={cfg.timesteps} is too few for the {cfg.schedule} schedule: some β_t is not in (0, 1)"),
+        (lambda: cfg.lr_schedule in ("constant", "warmup-cosine"),
+         f"lr_schedule must be constant or warmup-cosine, got {cfg.lr_schedule!r}"),
+        (lambda: cfg.warmup_multiplier > 0, f"warmup_multiplier must be > 0, got {cfg.warmup_multiplier}"),
+        (lambda: 0.0 <= cfg.warmup_share < 1.0, f"warmup_share must be in [0, 1), got {cfg.warmup_share}"),
+        (lambda: 0.0 <= cfg.small_t_share <= 1.0, f"small_t_share must be in [0, 1], got {cfg.small_t_share}"),
+        (lambda: 1 <= cfg.small_t <= cfg.timesteps, f"small_t must be in [1, timesteps], got {cfg.small_t}"),
         (lambda: cfg.precision in ("fp32", "bf16", "fp16"), f"precision must be fp32, bf16 or fp16, got {cfg.precision!r}"),
+        (lambda: cfg.compile in ("auto", "on", "off"), f"compile must be auto, on or off, got {cfg.compile!r}"),
     ]
     for ok, message in checks:
         if not ok():

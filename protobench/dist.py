@@ -93,14 +93,35 @@ def deepspeed_config(cfg, world: int, on_gpu: bool) -> dict[str, Any]:
     return config
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def initialize_engine(model, optimizer, cfg, dist):
     """Wrap `model` and its torch `optimizer` in a DeepSpeed engine (rank 0's weights broadcast to all)."""
+    import contextlib
+    import sys
+
+    # DeepSpeed prints (and logs) to stdout as it loads: a one-process run's stdout is its --json record
+    with contextlib.redirect_stdout(sys.stderr):
+        return _initialize_engine(model, optimizer, cfg, dist)
+
+
+def _initialize_engine(model, optimizer, cfg, dist):
     import deepspeed
     import torch
     import torch.distributed as tdist
     from deepspeed.accelerator import get_accelerator
 
     if not tdist.is_initialized():
+        if dist.world == 1:  # one process (ZeRO on one GPU): its own one-member process group, no launcher
+            for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"),
+                               ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", str(_free_port()))):
+                os.environ.setdefault(key, value)
         missing = [k for k in REQUIRED_ENV if k not in os.environ]
         if missing:
             raise UsageError(f"a {dist.world}-process run needs {', '.join(missing)} set (use `protobench run --gpus N`)")

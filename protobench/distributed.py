@@ -180,10 +180,13 @@ def launch(cfg, out: Path, show_progress: bool = True, hostfile: Path | None = N
     if not (run_dir / "config.json").exists():
         raise RuntimeError(f"the launcher exited with code {rc} before the run started; "
                            f"last lines of {log}:\n{_log_tail(log)}")
-    record = load_record(run_dir)
-    last = next((e for e in reversed(read_events(events)) if e["event"] in ("start", "resume", "interrupted")), {})
-    if rc != 0 and last.get("event") == "interrupted":  # this launch stopped on request, after a checkpoint
-        raise Interrupted(cfg.run_id(), last["images_seen"], last.get("checkpoint"))
+    from protobench.locks import run_lock
+
+    with run_lock(run_dir, wait=True, timeout=120):  # rank 0 may still be checkpointing after a signal
+        record = load_record(run_dir)
+    stops = [e for e in read_events(events) if e.get("event") in ("interrupted", "resume", "start", "end", "failed")]
+    if rc != 0 and stops and stops[-1]["event"] == "interrupted":  # SIGTERM reached the ranks: resumable
+        raise Interrupted(cfg.run_id(), int(stops[-1].get("images_seen") or 0), stops[-1].get("checkpoint"))
     if rc != 0 and record["status"] != "failed":
         append_event(events, {"event": "failed", "time": time.time(),
                               "error": f"launcher exited with code {rc}; see {log}", "log_tail": _log_tail(log)})

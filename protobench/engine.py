@@ -8,6 +8,7 @@ to the result it would have reached unstopped.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -24,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from protobench import compiled
 from protobench.checkpoints import (
     flatten_optimizer,
     load_latest,
@@ -32,10 +34,12 @@ from protobench.checkpoints import (
     strip,
     unflatten_optimizer,
 )
-from protobench.config import RunConfig
+from protobench.compiled import CompileClock
+from protobench.config import RunConfig, lr_at
 from protobench.diffusion import NoiseSchedule
+from protobench.diskspace import is_no_space, no_space_reason
 from protobench.dist import current_dist, device_info, initialize_engine, pick_device
-from protobench.errors import Interrupted, TrainingDiverged, UsageError
+from protobench.errors import Interrupted, NoSpace, TrainingDiverged, UsageError
 from protobench.generation import generate, save_grid
 from protobench.interfaces import (
     NULL_LABEL,
@@ -231,6 +235,11 @@ class Run:
         except Interrupted as exc:
             self.event("interrupted", images_seen=exc.images_seen, checkpoint=exc.checkpoint)
             raise
+        except OSError as exc:  # a full disk or quota stops the run like Ctrl-C: resumable, not failed
+            if not is_no_space(exc):
+                self.event("failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+                raise
+            raise self._no_space(exc) from None
         except KeyboardInterrupt:
             self.event("interrupted", images_seen=getattr(self, "images_seen", 0), checkpoint=None)
             raise Interrupted(self.cfg.run_id(), getattr(self, "images_seen", 0), None) from None
@@ -240,6 +249,17 @@ class Run:
         except Exception as exc:
             self.event("failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
             raise
+
+    def _no_space(self, exc: OSError) -> NoSpace:
+        """The interruption a full disk makes: what it kept (the last good checkpoint), recorded if there is room."""
+        path, reason = no_space_reason(exc, self.dir)
+        latest = load_latest(self.dir / "checkpoints", quiet=True) or {}
+        stop = NoSpace(self.cfg.run_id(), int(latest.get("images_seen", 0)), latest.get("file"), path, reason)
+        try:
+            self.event("interrupted", images_seen=stop.images_seen, checkpoint=stop.checkpoint, reason=reason)
+        except OSError:  # no room for the event either: the next start finds the same checkpoint
+            pass
+        return stop
 
     def _write_config(self) -> None:
         if not self.dist.main:
@@ -261,7 +281,7 @@ class Run:
             self.event("start", device=device_info(self.device, self.dist.world))
             pctx = self.prepare_context()
             if type(model.conditioner).prepare is not Conditioner.prepare:
-                self.event("stage", name="prepare (Stage I)" if "proto" in self.cfg.conditioner else "prepare")
+                self.event("stage", name=model.conditioner.prepare_stage)
                 self.say(f"{self.cfg.conditioner}: prepare (e.g. Stage I) ...")
             with self.ledger.phase("prepare", self._sync):
                 model.conditioner.prepare(pctx)
@@ -277,7 +297,7 @@ class Run:
         self.optimizer = optimizer
         self.precision = Precision(cfg.precision, self.device)
         self.engine = None
-        if self.dist.world > 1:
+        if self.dist.world > 1 or cfg.zero_stage > 0:  # ZeRO asked for on one process too: DeepSpeed's engine
             # DeepSpeed broadcasts rank 0's weights; the EMA is taken after, so it starts equal on every rank
             self.engine = initialize_engine(model, optimizer, cfg, self.dist)
             torch.manual_seed(cfg.seed * 1000 + self.dist.rank)  # dropout differs per rank, as its slice does
@@ -299,7 +319,18 @@ class Run:
             self.say(f"run {cfg.run_id()}: {steps:,} steps of {cfg.batch_size} = {steps * cfg.batch_size:,} images"
                      f"{rounded}, evaluated every {cfg.eval_every:,} with {cfg.eval_samples} samples; {where}")
         self.flops_per_image = self._count_flops_per_image()
+        self.compile_clock = self._compile()  # after counting: FLOPs are counted on the eager graph
         return self._train_loop()
+
+    def _compile(self) -> CompileClock | None:
+        """The compiled step (`-o compile`), or None for the eager one; DeepSpeed's engine stays eager."""
+        if not compiled.enabled(self.cfg.compile, self.device):
+            return None
+        if self.engine is not None:
+            self.say("compile: a DeepSpeed run stays eager")
+            return None
+        self.event("stage", name=f"compile ({compiled.mode_for(self.device)})")
+        return compiled.compile_model(self.model, self.device, self.ema.model)
 
     def _add_prepare_work(self, pctx: PrepareContext) -> None:
         self.prepare_work["images"] += pctx.work_images
@@ -322,7 +353,8 @@ class Run:
 
         def fwd_bwd() -> None:
             loss, _ = model(x0, labels, t, noise)
-            loss.backward()
+            # gradients returned, not accumulated: ZeRO's reduce hooks on .grad must not see this backward
+            torch.autograd.grad(loss, [p for p in model.parameters() if p.requires_grad], allow_unused=True)
 
         # its own RNG stream (dropout) and no gradients left behind: the run continues as if never counted
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
@@ -355,6 +387,9 @@ class Run:
         if idx.numel() < bs:  # a dataset smaller than one batch: sample with replacement
             idx = perm[torch.randint(n, (bs,), generator=self.train_gen)]
         t = torch.randint(0, cfg.timesteps, (bs,), generator=self.train_gen)
+        if cfg.small_t_share > 0:  # the official trainloss: the batch's last tenth at t < 50
+            k = int(bs * cfg.small_t_share)
+            t[bs - k:] = torch.randint(0, cfg.small_t, (k,), generator=self.train_gen)
         noise = torch.randn((bs, *x_all.shape[1:]), generator=self.train_gen)
         drop = torch.rand(bs, generator=self.train_gen) < cfg.label_dropout
         labels = torch.where(drop, torch.full_like(y_all[idx], NULL_LABEL), y_all[idx])
@@ -382,13 +417,15 @@ class Run:
                     next_eval = (self.images_seen // cfg.eval_every + 1) * cfg.eval_every
                     with self.ledger.phase("train", self._sync):
                         while self.images_seen < min(next_eval, cfg.budget):
-                            loss, mse = self._train_step(x_all, y_all, autocast)
+                            with self.compile_clock.call() if self.compile_clock else contextlib.nullcontext():
+                                loss, mse = self._train_step(x_all, y_all, autocast)
                             bar.update(completed=self.images_seen, note=f"training, loss {mse:.4f}")
                             if self.progress_callback is not None and self.dist.main:
                                 self.progress_callback(self.images_seen, cfg.budget, mse)
                             if self.step % cfg.log_every == 0 and self._agree(
                                     self._stop_here() or time.monotonic() - last_checkpoint > self.checkpoint_seconds):
                                 break  # checkpoint now (by time, or asked to stop)
+                    compiled.move_to_compile(self.ledger, self.compile_clock, "train")
                     if self.images_seen >= min(next_eval, cfg.budget):
                         bar.update(note=f"evaluating: sampling {cfg.eval_samples} images")
                         self._evaluate()
@@ -441,6 +478,9 @@ class Run:
         x0, labels, t, noise = (v.to(self.device, non_blocking=True) for v in (x0, labels, t, noise))
         x0 = x0.float().mul_(1 / 127.5).sub_(1.0)  # uint8 travels (4x fewer bytes), converted in place there
         self.model.train()
+        if cfg.lr_schedule != "constant":
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr_at(cfg, self.step)
         if self.engine is not None:
             with autocast:
                 loss, mse = self.engine(x0, labels, t, noise)
@@ -483,6 +523,9 @@ class Run:
     def _evaluate(self) -> None:
         cfg = self.cfg
         net = ConditionedNet(self.ema.model.conditioner, self.ema.model.denoiser, self.dataset.num_classes)
+        if compiled.enabled(cfg.compile, self.device):  # one compiled sampler per run: later evaluations reuse it
+            self._eval_net = getattr(self, "_eval_net", None) or compiled.CompiledNet(net, self.device)
+            net = self._eval_net
         if self.guidance.prepares:
             pctx = self.prepare_context(net=net, schedule=self.schedule)
             with self.ledger.phase("prepare", self._sync):
@@ -498,17 +541,19 @@ class Run:
                                                    self.dataset.num_classes, tuple(self.dataset.image_shape),
                                                    seed=cfg.seed + 12345, device=self.device, dist=self.dist)
             metrics: dict[str, float] = {}
-            if self.dist.main:
+            if self.dist.main and len(samples):  # rejection may have dropped every sample: nothing to score
                 ref = self.reference()
                 for metric in self.metrics:
                     metrics.update(metric.compute(samples, labels, ref))
-                if acceptance is not None:
-                    metrics["acceptance_rate"] = acceptance
                 grid = self.dir / "samples" / f"{self.images_seen:09d}.png"
                 save_grid(samples, labels, self.dataset.num_classes, grid, class_names=self.dataset.class_names)
                 copy_file(grid, self.dir / "samples.png", within=self.dir)
+        compiled.move_to_compile(self.ledger, getattr(net, "clock", None), "eval")
         ev = {"images_seen": self.images_seen, "step": self.step, "device_seconds": self.ledger.snapshot(),
-              "work": self.work(), "metrics": metrics, "instruments": self.instruments}
+              "work": self.work(), "metrics": metrics, "instruments": self.instruments,
+              # rejection sampling: the share of draws accepted (None: nothing rejects) and the samples dropped
+              "acceptance_rate": acceptance, "samples_dropped": cfg.eval_samples - len(samples),
+              "conditioner": self.model.conditioner.diagnostics()}
         self.evals.append(ev)
         self.event("eval", **ev)
 
@@ -557,7 +602,7 @@ class Run:
         if state["optimizer"].get("consolidated") == "deepspeed":
             if not self._deepspeed_owns_optimizer():
                 raise UsageError("this checkpoint's optimizer state is DeepSpeed's (ZeRO or bf16/fp16); resume it "
-                                 "with --gpus > 1 and the same precision (any zero_stage 1/2, any number of processes)")
+                                 "under DeepSpeed (--gpus > 1, or zero_stage 1/2) with the same precision (any number of processes)")
             from protobench.dist import load_consolidated_optimizer_state
 
             load_consolidated_optimizer_state(self.engine, {k: v for k, v in tensors.items() if k.startswith("optim.")},
@@ -579,30 +624,39 @@ class Run:
 CHECKPOINT_SECONDS = 120.0
 
 
+#: signals that stop a run cleanly: Ctrl-C, SIGTERM (kill, a scheduler's preemption) and SIGUSR2 (what submitit asks
+#: Slurm to send before a job's time limit, `--signal=USR2@90`)
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR2") if hasattr(signal, name))
+
+
 class StopRequest:
-    """Ctrl-C during training: finish the step (or the evaluation), checkpoint, then stop.
+    """Ctrl-C (or SIGTERM, SIGUSR2) during training: finish the step (or the evaluation), checkpoint, then stop.
 
     A second Ctrl-C stops at once (the last checkpoint is kept). Only the main thread can take signals."""
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous = None
+        self._previous: dict[int, Any] = {}
 
     def _handle(self, signum, frame) -> None:
         if self.requested:
-            raise KeyboardInterrupt
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            return  # a scheduler repeating its signal must not cut the checkpoint being written
         self.requested = True
-        print("stopping: saving a checkpoint after this step (Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+        print(f"stopping ({signal.Signals(signum).name}): saving a checkpoint after this step "
+              "(Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
 
     def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            for signum in STOP_SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous.clear()
 
 
 def _version() -> str:

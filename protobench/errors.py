@@ -32,3 +32,13 @@ class Interrupted(KeyboardInterrupt):
         self.run_id = run_id
         self.images_seen = images_seen
         self.checkpoint = checkpoint
+
+
+class NoSpace(Interrupted):
+    """A write failed for lack of space or quota: the run stops like Ctrl-C, its last good checkpoint kept as the
+    latest; `reason` is one line naming the path and the free space."""
+
+    def __init__(self, run_id: str, images_seen: int, checkpoint: str | None, path: str, reason: str):
+        super().__init__(run_id, images_seen, checkpoint)
+        self.path = path
+        self.reason = reason

@@ -35,9 +35,11 @@ def _sample_batch(net, guidance, sampler, schedule, labels: Tensor, image_shape,
 def generate(net, guidance, sampler, schedule, n: int, num_classes: int, image_shape, seed: int,
              device: torch.device, dist: Dist = Dist(), batch_size: int = 500, labels: Tensor | None = None,
              max_rounds: int = 10) -> tuple[Tensor, Tensor, float | None]:
-    """n uint8 samples with balanced labels (i mod C), sharded over ranks, gathered on every rank.
+    """Up to n uint8 samples with balanced labels (i mod C), sharded over ranks, gathered on every rank.
 
-    With rejection sampling (guidance.accept), rejected samples are redrawn (up to `max_rounds`).
+    With rejection sampling (guidance.accept), rejected samples are redrawn (up to `max_rounds`); those never
+    accepted are dropped, so fewer than n may come back (the caller counts them). Returns (samples, labels,
+    acceptance rate: accepted / drawn, None when the guidance does not reject).
     """
     if labels is None:
         labels = torch.arange(n) % num_classes
@@ -46,12 +48,13 @@ def generate(net, guidance, sampler, schedule, n: int, num_classes: int, image_s
     mine = padded[dist.rank * per_rank:(dist.rank + 1) * per_rank].to(device)
     generator = torch.Generator(device=device if device.type == "cuda" else "cpu").manual_seed(seed * 7919 + dist.rank)
     out = torch.empty((per_rank, *image_shape), dtype=torch.uint8, device=device)
+    kept = torch.zeros(per_rank, dtype=torch.bool, device=device)
     drawn = accepted = 0
     rejecting = False  # set when the guidance actually judged samples (accept returned a mask)
     for start in range(0, per_rank, batch_size):
         want = mine[start:start + batch_size]
         pending = torch.arange(want.shape[0], device=device)
-        for round_ in range(max_rounds):
+        for _ in range(max_rounds):
             x0 = _sample_batch(net, guidance, sampler, schedule, want[pending], image_shape, generator, device)
             keep = guidance.accept(net, x0, want[pending])
             rejecting = rejecting or keep is not None
@@ -59,14 +62,15 @@ def generate(net, guidance, sampler, schedule, n: int, num_classes: int, image_s
                 keep = torch.ones(pending.numel(), dtype=torch.bool, device=device)
             drawn += pending.numel()
             accepted += int(keep.sum())
-            # out of rounds: keep the last draw anyway (it was counted as rejected)
-            store = torch.ones_like(keep) if round_ == max_rounds - 1 else keep
-            out[start + pending[store]] = to_uint8(x0[store])
-            pending = pending[~store]
+            out[start + pending[keep]] = to_uint8(x0[keep])
+            kept[start + pending[keep]] = True
+            pending = pending[~keep]
             if pending.numel() == 0:
                 break
-    samples = gather_to_main(out, dist)[:n].cpu()
-    all_labels = gather_to_main(mine, dist)[:n].cpu()
+    # never accepted: dropped, not scored (Graikos et al. sample until accepted; the round cap bounds the cost)
+    kept = gather_to_main(kept, dist)[:n].cpu()
+    samples = gather_to_main(out, dist)[:n].cpu()[kept]
+    all_labels = gather_to_main(mine, dist)[:n].cpu()[kept]
     rate = None
     if rejecting:
         counts = torch.tensor([float(accepted), float(drawn)], device=device if device.type == "cuda" else "cpu")

@@ -71,8 +71,10 @@ def atomic_write_bytes(path: str | Path, data: bytes, within: str | Path | None 
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:  # a failed write names the file it was for
+            exc.filename = str(path)
         raise
 
 

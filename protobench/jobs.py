@@ -120,6 +120,7 @@ def child_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default=None)
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # kill / a scheduler's preemption: as Ctrl-C
     if args.device is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = args.device
     apply_threads(args.threads)
@@ -132,7 +133,9 @@ def child_main(argv: list[str] | None = None) -> int:
     cfg = RunConfig.from_dict(json.loads(args.config_json.read_text()))
     try:
         record = Run(cfg, get_registry(), args.out, show_progress=False).execute()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        if getattr(exc, "reason", None):  # a full disk: the parent reads this line of job.log
+            print(f"error: {exc.reason}", file=sys.stderr, flush=True)
         return 130
     except RunLocked as exc:  # another process holds the run: the parent records it as skipped
         print(f"error: {exc}", file=sys.stderr, flush=True)

@@ -1,11 +1,21 @@
-"""The clock: device-seconds per phase (wall seconds × devices in use)."""
+"""The clock: device-seconds per phase (wall seconds × devices in use).
+
+`compile` holds the seconds of the calls that compiled the step or the sampler (protobench.compiled), apart
+from `train` and `eval` so that compiled and eager arms compare phase by phase; it is charged like them."""
 
 from __future__ import annotations
 
 import time
 from contextlib import contextmanager
 
-PHASES = ("prepare", "train", "eval")
+PHASES = ("prepare", "train", "eval", "compile")
+#: the phases charged to reach a quality (GPU-hours to best FID): everything but evaluation
+CHARGED = ("prepare", "compile", "train")
+
+
+def charged_seconds(device_seconds: dict[str, float]) -> float:
+    """Device-seconds charged to reach an evaluation: prepare + compile + train (records before `compile`: 0)."""
+    return sum(float(device_seconds.get(p, 0.0)) for p in CHARGED)
 
 
 class Ledger:

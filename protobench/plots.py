@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from protobench.errors import UsageError
+from protobench.ledger import charged_seconds
 from protobench.units import hours_label
 
 
@@ -18,7 +19,7 @@ def curve_points(runs: list[dict[str, Any]]) -> list[tuple[float, float, float, 
             value = ev["metrics"].get(key)
             if isinstance(value, (int, float)):
                 ds = ev["device_seconds"]
-                by_images.setdefault(ev["images_seen"], []).append(((ds["prepare"] + ds["train"]) / 3600.0, value))
+                by_images.setdefault(ev["images_seen"], []).append((charged_seconds(ds) / 3600.0, value))
     points = []
     for images in sorted(by_images):
         hours, values = zip(*by_images[images], strict=True)

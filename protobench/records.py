@@ -12,6 +12,7 @@ from typing import Any
 
 from protobench.errors import UsageError
 from protobench.io import scan_events
+from protobench.ledger import charged_seconds
 
 #: the headline when a run names none: the first of these it computed (lower is better for each)
 PRIMARY_DEFAULTS = ("intra-fid", "fid")
@@ -34,8 +35,8 @@ def best_of(evals: list[dict[str, Any]], primary: str | None = None) -> dict[str
     best = min(scored, key=lambda e: e["metrics"][key])
     ds = best["device_seconds"]
     return {"metric": key, "value": best["metrics"][key], "images_seen": best["images_seen"],
-            "device_hours": (ds["prepare"] + ds["train"]) / 3600.0,
-            "prepare_hours": ds["prepare"] / 3600.0}
+            "device_hours": charged_seconds(ds) / 3600.0,
+            "prepare_hours": ds["prepare"] / 3600.0, "compile_hours": ds.get("compile", 0.0) / 3600.0}
 
 
 class UnreadableRun(UsageError, ValueError):
@@ -72,7 +73,7 @@ def read_config(run_dir: Path) -> dict[str, Any]:
 
 def _replay(events: list[dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:
     state: dict[str, Any] = {"status": "running", "error": None, "evals": [], "instruments": {},
-                             "seconds": {"prepare": 0.0, "train": 0.0, "eval": 0.0}, "prepare": {}}
+                             "seconds": {"prepare": 0.0, "train": 0.0, "eval": 0.0, "compile": 0.0}, "prepare": {}}
     problems: list[str] = []
     for number, ev in enumerate(events, 1):
         try:
@@ -96,6 +97,9 @@ def _apply(state: dict[str, Any], ev: dict[str, Any]) -> None:
             entry["instruments"] = dict(ev["instruments"])
         if ev.get("work"):  # machine-independent work: images and FLOPs, prepare apart (report --clock)
             entry["work"] = ev["work"]
+        for key in ("acceptance_rate", "samples_dropped", "conditioner"):  # rejection; the conditioner's diagnostics
+            if key in ev:
+                entry[key] = ev[key]
         state["evals"].append(entry)
         state["seconds"] = dict(ev["device_seconds"])
     elif kind == "prepare":

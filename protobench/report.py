@@ -79,7 +79,7 @@ def clock_at(ev: dict[str, Any], clock: str = "device-hours", part: str = "total
         if clock == "flops":
             amounts = {k: v / 1e12 for k, v in amounts.items()}  # TFLOP
     if part == "total":
-        return amounts.get("prepare", 0.0) + amounts["train"]
+        return amounts.get("prepare", 0.0) + amounts.get("compile", 0.0) + amounts["train"]  # compile: 0 if eager
     return amounts.get(part, 0.0)
 
 
@@ -160,6 +160,7 @@ def build_rows(records: list[dict[str, Any]], target: float | None = None, metri
             "to_best": summarize([p["clock"] for p in best]), "prepare": summarize([p["prepare"] for p in best]),
             "images_to_best": summarize([p["images_seen"] for p in best]),
             "device_type": device_type, "unit": hours_label(device_type),
+            **run_notes(runs),
             "_runs": runs, "_baseline_key": (_baseline_key(runs[0]), key, evaluator),
         })
     baselines = {row["_baseline_key"]: row for row in rows if row["conditioner"] == BASELINE}
@@ -184,6 +185,22 @@ def build_rows(records: list[dict[str, Any]], target: float | None = None, metri
                              r["conditioner"] != BASELINE, r["conditioner"] != "none", r["conditioner"],
                              r["combination"]))
     return rows
+
+
+def run_notes(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a row says besides quality and work: the acceptance rate of rejection sampling (each seed's mean
+    over its evaluations), the conditioner's diagnostics at the last evaluation (e.g. prototype shift and
+    geometry), and whether a pretrained network's compute is left uncharged."""
+    rates = [[e["acceptance_rate"] for e in r["evals"] if e.get("acceptance_rate") is not None] for r in runs]
+    last = [(r["evals"][-1].get("conditioner") or {}) if r["evals"] else {} for r in runs]
+    keys = sorted({k for d in last for k, v in d.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    return {
+        "acceptance_rate": summarize([sum(x) / len(x) for x in rates if x]) if any(rates) else None,
+        "diagnostics": {k: summarize([d[k] for d in last if k in d]) for k in keys},
+        "pretrained": any(d.get("pretrained_backbone") for d in last)
+        or any((v or {}).get("pretrained_backbone") for r in runs for v in r.get("prepare", {}).values()
+               if isinstance(v, dict)),
+    }
 
 
 def _reliable_target(base: dict[str, Any]) -> float:
@@ -277,20 +294,37 @@ def render_rows(rows: list[dict[str, Any]], title: str = "protobench report") ->
             table.add_column(col, no_wrap=True)  # names stay whole; the numbers wrap on a narrow terminal
         for col in ("best", "to best", "to target", "speed-up", "prepare"):
             table.add_column(col, justify="right")
+        accepting = any(r.get("acceptance_rate") for r in group)
+        diagnosed = any(r.get("diagnostics") for r in group)
+        if accepting:
+            table.add_column("accepted", justify="right")
+        if diagnosed:
+            table.add_column("conditioner (last eval)")
         for r in group:
             tt = r["to_target"]
             to_target = "—" if r["target"] is None else f"{fmt_work(tt, clock)} [{tt['reached']}/{tt['of']}]"
             speed = "—" if r["speedup_vs_baseline"] is None else f"{r['speedup_vs_baseline']:.2f}×"
-            conditioner = r["conditioner"] + (f"\n{escape(r['variant'])}" if r.get("variant") else "")
+            conditioner = r["conditioner"] + (" †" if r.get("pretrained") else "") + \
+                (f"\n{escape(r['variant'])}" if r.get("variant") else "")
+            notes = ([fmt_stat(r["acceptance_rate"]) if r.get("acceptance_rate") else "—"] if accepting else []) + \
+                (["\n".join(f"{k} {fmt_stat(v)}" for k, v in (r.get("diagnostics") or {}).items()) or "—"]
+                 if diagnosed else [])
             table.add_row(*(str(r[a]) for a in varying), conditioner, str(len(r["seeds"])), fmt_stat(r["best"], 2),
-                          fmt_work(r["to_best"], clock), to_target, speed, fmt_work(r["prepare"], clock))
+                          fmt_work(r["to_best"], clock), to_target, speed, fmt_work(r["prepare"], clock), *notes)
         out.append(table)
         targets = sorted({r["target"] for r in group if r["target"] is not None})
         at = f" @ {', '.join(f'{t:.2f}' for t in targets)}" if targets else ""
         out.append(Text(f"best: the best {key} of each seed; to best / to target: {unit} (prepare + train) until then; "
                         f"target{at} (--target, else the worst best of the random baseline's seeds), [seeds that reached it/seeds]; "
                         f"speed-up: the baseline's {unit} to target / the row's, only when all its seeds reached it; "
-                        "prepare (e.g. Stage I) is included in every column and also shown apart."))
+                        "prepare (e.g. Stage I) is included in every column and also shown apart."
+                        + ("; accepted: the share of draws rejection sampling kept (the rest redrawn, and dropped "
+                           "after 10 rounds)" if accepting else "")
+                        + ("; conditioner: prototype_shift = ‖table − start‖/‖start‖ in diffusion training, "
+                           "stage1_shift the same in Stage I, prototype_geometry = correlation of the table's "
+                           "pairwise distances with the Stage-I class means'" if diagnosed else "")
+                        + ("; †: a pretrained backbone whose pretraining compute is not charged"
+                           if any(r.get("pretrained") for r in group) else "")))
     return out
 
 

@@ -6,6 +6,8 @@ CONDITIONERS = {
     "none": "protobench_conditioners.basic:NoConditioner",
     "proto-frozen": "protobench_conditioners.prototypes:FrozenPrototypes",
     "proto-unfrozen": "protobench_conditioners.prototypes:UnfrozenPrototypes",
+    "proto-shuffled": "protobench_conditioners.prototypes:ShuffledPrototypes",
+    "random-scaled": "protobench_conditioners.prototypes:ScaledRandomEmbedding",
     "cbn": "protobench_conditioners.cbn:ConditionalNorm",
     "aux-classifier": "protobench_conditioners.aux_classifier:AuxClassifierConditioner",
 }

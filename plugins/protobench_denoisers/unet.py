@@ -129,8 +129,8 @@ class UNet(Denoiser):
         join: str = "concat",
     ):
         super().__init__()
-        if join not in ("concat", "add"):
-            raise ValueError(f"join must be 'concat' or 'add', got {join!r}")
+        if join not in ("concat", "add", "mlp"):
+            raise ValueError(f"join must be 'concat', 'add' or 'mlp', got {join!r}")
         if base_channels < 1 or num_res_blocks < 1:
             raise ValueError(f"base_channels and num_res_blocks must be >= 1, got {base_channels}, {num_res_blocks}")
         if not channel_mult or min(channel_mult) < 1:
@@ -146,6 +146,8 @@ class UNet(Denoiser):
         in_temb = ch + (cond.emb_dim if join == "concat" else 0)
         self.time_mlp = nn.Sequential(nn.Linear(in_temb, temb), nn.SiLU(), nn.Linear(temb, temb))
         self.cond_proj = nn.Linear(cond.emb_dim, temb) if (cond.emb_dim and join == "add") else None
+        if cond.emb_dim and join == "mlp":  # the official unet.py cemb_layer: Linear, SiLU, Linear, then added
+            self.cond_proj = nn.Sequential(nn.Linear(cond.emb_dim, temb), nn.SiLU(), nn.Linear(temb, temb))
         nd = cond.norm_dim
         self.conv_in = nn.Conv2d(c + cond.planes, ch, 3, padding=1)
         self.down = nn.ModuleList()

@@ -42,7 +42,10 @@ class FeatureGuidance(Guidance):
     300,800 suit 64×64 images; on 8×8 digits those are nearly pure noise — feature-classifier test accuracy
     0.38 against 0.86 at the default 100,300), `reject_threshold` (0 = off), the classifier fit (`fit_draws`
     noise draws per training image, `fit_epochs`, `fit_lr`, `width`), and `clamp_x0` (clip x̂0 to [-1, 1]
-    before classifying it; off: on digits it lowered the evaluator's class accuracy of guided samples).
+    before classifying it; off: on digits it lowered the evaluator's class accuracy of guided samples), and
+    `n_per_class` (fit on that many training images per class, the paper's few-shot setting; 0 = all of them),
+    `noise_features` (noise x0 to each timestep before reading features; false: the clean image with the
+    timestep, as the official get_diff_features does).
     """
 
     name = "feature"
@@ -50,7 +53,7 @@ class FeatureGuidance(Guidance):
 
     def __init__(self, num_classes: int = 0, guidance_scale: float = 5.0, timesteps: tuple[int, ...] = (100, 300),
                  reject_threshold: float = 0.0, fit_draws: int = 3, fit_epochs: int = 15, fit_lr: float = 1e-3,
-                 width: int = 64, clamp_x0: bool = False):
+                 width: int = 64, clamp_x0: bool = False, n_per_class: int = 0, noise_features: bool = True):
         if guidance_scale < 0:
             raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale}")
         if not timesteps or any(t < 0 for t in timesteps):
@@ -59,6 +62,10 @@ class FeatureGuidance(Guidance):
             raise ValueError(f"reject_threshold must be in [0, 1) (0 = no rejection), got {reject_threshold}")
         if fit_draws < 1 or fit_epochs < 1:
             raise ValueError("fit_draws and fit_epochs must be >= 1")
+        if n_per_class < 0:
+            raise ValueError(f"n_per_class must be >= 0 (0 = the whole training split), got {n_per_class}")
+        self.n_per_class = int(n_per_class)
+        self.noise_features = noise_features
         self.num_classes = num_classes
         self.guidance_scale = float(guidance_scale)
         self.timesteps = tuple(int(t) for t in timesteps)
@@ -68,6 +75,8 @@ class FeatureGuidance(Guidance):
         self.classifier: FeatureClassifier | None = None
         self.schedule = None
         self.probe_noise: Tensor | None = None
+        #: where prepare's results go in the run record
+        self.results_key = "feature_classifier"
 
     # -- features ------------------------------------------------------------------------------
     def features(self, net: ConditionedNet, x0: Tensor, noise: Tensor) -> Tensor:
@@ -78,7 +87,9 @@ class FeatureGuidance(Guidance):
         noise = noise.to(x0.device, x0.dtype)
         if noise.ndim == x0.ndim:
             noise = noise[:, None].expand(k, *x0.shape)
-        x_k = self.schedule.q_sample(x0.repeat(k, 1, 1, 1), t, noise.reshape(k * b, *x0.shape[1:]))  # eq. 5
+        x_k = x0.repeat(k, 1, 1, 1)
+        if self.noise_features:
+            x_k = self.schedule.q_sample(x_k, t, noise.reshape(k * b, *x0.shape[1:]))  # eq. 5
         f = net.features(x_k, t, torch.full((k * b,), NULL_LABEL, device=x0.device, dtype=torch.long))
         return torch.cat(f.chunk(k), dim=1)
 
@@ -105,6 +116,10 @@ class FeatureGuidance(Guidance):
         # one fixed noise draw per timestep, used at sampling: guidance and rejection are deterministic
         self.probe_noise = torch.randn((k, *ctx.image_shape), generator=gen).to(device)
         x_all, y_all = ctx.train.as_float(), ctx.train.labels.long()
+        if self.n_per_class:  # few-shot: the first n of each class in a seeded order (Graikos et al. §5.1)
+            order = torch.randperm(len(y_all), generator=gen)
+            picked = torch.cat([order[y_all[order] == k][:self.n_per_class] for k in range(ctx.num_classes)])
+            x_all, y_all = x_all[picked], y_all[picked]
         feats, ys = [], []
         with torch.no_grad():
             for _ in range(self.fit_draws):  # fresh noise per draw: the classifier sees the noise distribution
@@ -131,8 +146,9 @@ class FeatureGuidance(Guidance):
         with torch.no_grad():
             x_test, y_test = ctx.test.as_float().to(device), ctx.test.labels.long().to(device)
             pred = torch.cat([self.logits(net, x_test[i:i + 256]).argmax(1) for i in range(0, len(x_test), 256)])
-        ctx.results["feature_classifier"] = {"test_accuracy": float((pred == y_test).float().mean()),
-                                             "timesteps": list(self.timesteps), "final_loss": loss.item()}
+        ctx.results[self.results_key] = {"test_accuracy": float((pred == y_test).float().mean()),
+                                         "timesteps": list(self.timesteps), "final_loss": loss.item(),
+                                         "fit_images": len(y_all)}
 
     def _check_prepared(self) -> None:
         if self.classifier is None:

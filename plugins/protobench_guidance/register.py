@@ -5,6 +5,7 @@ GUIDANCES = {
     "none": "protobench_guidance.basic:NoGuidance",
     "cfg": "protobench_guidance.basic:ClassifierFreeGuidance",
     "feature": "protobench_guidance.feature:FeatureGuidance",
+    "rejection": "protobench_guidance.rejection:RejectionSampling",
 }
 
 

@@ -84,6 +84,8 @@ class Conditioner(nn.Module):
 
     name: ClassVar[str]
     spec: ConditionSpec = ConditionSpec()
+    #: what the run's progress calls the prepare step (e.g. "prepare (Stage I)")
+    prepare_stage: str = "prepare"
 
     def prepare(self, ctx: PrepareContext) -> None:  # noqa: B027 - optional hook
         """Optional stage before diffusion training (Stage-I prototype learning, training an auxiliary classifier).
@@ -100,3 +102,8 @@ class Conditioner(nn.Module):
     def extra_loss(self, ctx: LossContext) -> Tensor | None:
         """Optional term added to the diffusion loss."""
         return None
+
+    def diagnostics(self) -> dict[str, Any]:
+        """Optional numbers about the conditioning itself, recorded with every evaluation (`conditioner` in the
+        eval event) and shown by the report, e.g. how far prototypes moved from their start. JSON values."""
+        return {}

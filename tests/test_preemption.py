@@ -1,0 +1,123 @@
+"""Preemption loses nothing, with real processes: SIGTERM (a scheduler's, or kill) stops a `protobench run` as
+Ctrl-C does, with a checkpoint and one line; a full disk under --out is one line too, keeps the last good
+checkpoint as the latest, and the run resumes once there is room."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from protobench.checkpoints import load_latest
+from protobench.io import read_events
+
+TINY = ["--budget", "8192", "--eval-every", "8192", "--eval-samples", "20", "-o", "batch_size=32",
+        "-o", "denoiser.base_channels=8", "-o", "denoiser.num_res_blocks=1", "-o", "sampler.steps=3",
+        "--metric", "fid", "-o", "log_every=2"]
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_interrupt import wait_for  # noqa: E402
+
+
+def logged(runs: Path, kind: str, at_least: int = 0):
+    """The events.jsonl holding an event `kind` with images_seen >= at_least, once there is one."""
+    def found():
+        for events in runs.glob("*/events.jsonl"):
+            if any(e.get("event") == kind and e.get("images_seen", 0) >= at_least for e in read_events(events)):
+                return events
+        return None
+    return found
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_says_so_in_one_line_and_the_rerun_resumes(tmp_path):
+    out = tmp_path / "out"
+    env = {**os.environ, "PROTOBENCH_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1",
+           "PROTOBENCH_CHECKPOINT_SECONDS": "100000"}  # only the signal may write a checkpoint here
+    cmd = [sys.executable, "-m", "protobench.cli", "run", *TINY, "--out", str(out)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    events = wait_for(logged(out / "runs", "loss", 256), proc, "training started")
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 130, stderr[-2000:]  # interrupted, resumable
+    lines = [line for line in stderr.splitlines() if line.startswith("interrupted")]
+    assert len(lines) == 1 and "saved checkpoint" in lines[0] and "resume with" in lines[0], stderr[-2000:]
+    assert "SIGTERM" in stderr and "Traceback" not in stderr
+    stop = next(e for e in read_events(events) if e["event"] == "interrupted")
+    assert 0 < stop["images_seen"] < 8192 and (events.parent / "checkpoints" / stop["checkpoint"]).exists()
+
+    again = subprocess.run([*cmd, "--json"], env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"from its checkpoint at {stop['images_seen']:,} of 8,192 images" in again.stderr
+    log = read_events(events)
+    resumed = next(e for e in log if e["event"] == "resume")
+    after = [e["images_seen"] for e in log[log.index(resumed):] if e["event"] == "loss"]
+    assert after and min(after) > stop["images_seen"]  # no step trained twice
+    assert json.loads(again.stdout)["status"] == "completed"
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 16 MiB tmpfs mounted by the test (root only): a file system that fills up for real."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small tmpfs needs root and mount(8)")
+    where = tmp_path / "disk"
+    where.mkdir()
+    got = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(where)], capture_output=True,
+                         text=True)
+    if got.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {got.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def fill(disk: Path) -> Path:
+    """Take every free byte of `disk` with one file (the test's own, so it can give the room back)."""
+    filler = disk / "filler"
+    with open(filler, "wb") as fh:
+        block = b"\0" * (1 << 16)
+        try:
+            while True:
+                fh.write(block)
+                fh.flush()
+        except OSError:
+            pass
+    return filler
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_one_line_keeps_the_last_good_checkpoint_and_resumes_when_there_is_room(tmp_path, small_disk):
+    out = small_disk / "out"
+    env = {**os.environ, "PROTOBENCH_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1",
+           "PROTOBENCH_CHECKPOINT_SECONDS": "0"}  # a checkpoint at every logged step: the disk fills during one
+    cmd = [sys.executable, "-m", "protobench.cli", "run", *TINY, "--out", str(out)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    events = wait_for(logged(out / "runs", "checkpoint"), proc, "the first checkpoint")
+    filler = fill(small_disk)
+    _, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 130, stderr[-2000:]  # interrupted, resumable
+    assert "Traceback" not in stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    [line] = [x for x in lines if x.startswith("interrupted")]
+    assert "no space left writing " + str(out) in line and " free there" in line and "resume with" in line, stderr
+    assert not [x for x in lines if x.startswith(("error", "protobench:"))], stderr
+    ckpt = events.parent / "checkpoints"
+    latest = load_latest(ckpt)  # checks the tensor file against its checksum
+    assert latest is not None and f"checkpoint {latest['file']} at {latest['images_seen']:,} images" in line
+    assert not list(ckpt.glob(".*.tmp")), "a half-written file was left behind"
+    kept = latest["images_seen"]
+
+    filler.unlink()  # room again
+    again = subprocess.run([*cmd, "--json"], env={**env, "PROTOBENCH_CHECKPOINT_SECONDS": "100000"},
+                           capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"from its checkpoint at {kept:,} of 8,192 images" in again.stderr
+    assert json.loads(again.stdout)["status"] == "completed"
