@@ -38,7 +38,7 @@ def add_commands(main: click.Group) -> None:
         -o lr=1e-4|2e-4 -o denoiser.channel_mult=1,2|1,2,2   (`|` separates values; commas stay in tuples)
         --config sweep.toml   run keys plus a [sweep] table of lists: conditioner = ["random", "cbn"]
 
-        With no axes and no --config: digits × {random, proto-frozen, proto-unfrozen} × seeds 0,1,2.
+        With no axes and no --config: digits × {none, random, proto-frozen, proto-unfrozen} × seeds 0,1,2.
         A finished combination is skipped, an interrupted one resumes, a failed one is recorded and the
         sweep goes on; the exit code is 1 if any combination failed.
         """

@@ -371,23 +371,6 @@ def for_chosen_plugins(user: dict[str, Any], chosen: dict[str, str]) -> dict[str
     return out
 
 
-def build_plugin(kind: str, name: str, options: dict[str, Any], context: dict[str, Any],
-                 if_accepted: dict[str, Any] | None = None) -> Any:
-    """A plugin built by name from the registry, its options typed by its own defaults (strings as from `-o`),
-    an unknown name or option a one-line UsageError: how a plugin builds another (e.g. the guidance that
-    rejection sampling wraps). `if_accepted`: options passed only to a plugin that takes them."""
-    from protobench.plugins import get_registry
-
-    registry = get_registry()
-    known = plugin_options(registry.get(kind, name).cls, CONTEXT_KEYS)
-    options = {**{k: v for k, v in (if_accepted or {}).items() if k in known}, **options}
-    for key in options:
-        if key not in known:
-            raise UsageError(f"unknown option {key} for {kind} {name}; known options: {', '.join(sorted(known)) or '(none)'}")
-    typed = {k: coerce(v, known[k], f"{kind}.{k}") for k, v in options.items()}
-    return registry.build(kind, name, typed, context)
-
-
 def build_metrics(cfg: RunConfig, registry: Registry, context: dict[str, Any]) -> list[Any]:
     """The config's metrics, each given the merged `metric.*` options it accepts."""
     metrics = []
