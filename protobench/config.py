@@ -74,6 +74,22 @@ class RunConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
+    @classmethod
+    def from_saved(cls, cfg_path: Path, run_id: str, registry: Registry) -> RunConfig:
+        """A run's saved config.json, checked like a new one: a tampered file is refused before anything is written."""
+        import json
+
+        try:
+            saved = json.loads(cfg_path.read_text())["config"]
+            cfg = build_config({k: v for k, v in saved.items() if k != "options" and v is not None} | {
+                **flatten_options(saved.get("options") or {})},
+                registry)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise UsageError(f"{cfg_path}: not a readable run config ({type(exc).__name__}: {exc})") from None
+        if cfg.run_id() != run_id:
+            raise UsageError(f"{cfg_path}: its config no longer matches run {run_id} (edited?); not resumed")
+        return cfg
+
     def hash(self) -> str:
         """Identity of what the run computes (not where its data lives)."""
         d = _identity(_without_later_defaults(self.to_dict()))

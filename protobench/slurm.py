@@ -172,10 +172,10 @@ class SlurmRun(Checkpointable):
         self.threads = threads
 
     def __call__(self, config: dict[str, Any], out: str) -> str:
-        from protobench.cli import execute
         from protobench.config import RunConfig
         from protobench.errors import Interrupted, NoSpace
         from protobench.io import run_path
+        from protobench.launch import execute
         from protobench.locks import RunLocked
         from protobench.plugins import get_registry
 

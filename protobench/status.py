@@ -15,8 +15,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import click
-
 
 def lock_holder(run_dir: Path) -> dict[str, Any] | None:
     """Who holds the run's lock ({"pid", "host", "since"}), or None when nobody does (as far as this host sees)."""
@@ -161,41 +159,3 @@ def statuses(out: Path) -> list[dict[str, Any]]:
 
 
 COLOURS = {"pending": "yellow", "running": "cyan", "completed": "green", "failed": "red", "interrupted": "magenta"}
-
-
-def add_commands(main: click.Group) -> None:
-    from protobench.cli import out_option
-
-    @main.command()
-    @out_option
-    @click.option("--json", "as_json", is_flag=True, help="Print one object per combination on stdout.")
-    def status(out: Path | None, as_json: bool) -> None:
-        """Where each combination stands: pending, running (where, since when), completed, failed (why),
-        interrupted (at how many images). Reads run folders, and Slurm's queue for jobs a sweep submitted."""
-        from rich.markup import escape
-        from rich.table import Table
-
-        from protobench.cli import console, resolve_out
-        from protobench.errors import UsageError
-
-        out = resolve_out(out)
-        if not out.is_dir():
-            raise UsageError(f"no results folder {out} (--out, or $PROTOBENCH_OUT)")
-        rows = statuses(out)
-        if as_json:
-            click.echo(json.dumps(rows, indent=2, default=str))
-            return
-        c = console()
-        if not rows:
-            c.print(f"no runs in {out}")
-            return
-        table = Table(title=f"protobench status — {out}")
-        for col in ("combination", "run", "state", "detail"):
-            table.add_column(col)
-        for r in rows:
-            colour = COLOURS.get(r["state"], "white")
-            table.add_row(escape(r["combination"]), r["run_id"], f"[{colour}]{r['state']}[/{colour}]",
-                          escape(r["detail"]))
-        c.print(table)
-        counts = {s: sum(r["state"] == s for r in rows) for s in COLOURS}
-        c.print(", ".join(f"{n} {s}" for s, n in counts.items() if n))

@@ -77,3 +77,30 @@ def sweep_id(combos: list[dict[str, Any]], fixed: dict[str, Any]) -> str:
 
 def describe(combo: dict[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in combo.items())
+
+
+def failed_record(error: str | None, config: dict[str, Any], run_id: str | None = None) -> dict[str, Any]:
+    """A combination that left no readable record of its own, as the sweep lists it."""
+    return {"run_id": run_id, "status": "failed", "error": error, "combination": None, "config": config,
+            "evals": [], "best": None}
+
+
+def spread(jobs: list[Any]) -> list[Any]:
+    """Within each (dataset, seed), interleave the second and the first half of the arms.
+
+    Neighbours in a sweep's order often share a cached prepare step (proto-frozen and proto-unfrozen share
+    Stage I): run side by side both would compute it, spread apart the second finds it in the cache. The arms
+    listed last (in the default sweep, those with a prepare step) start first, so that two jobs at a time
+    finish together (measured on the default sweep: 150 s vs 181 s per seed when they started second)."""
+    groups: dict[tuple, list[Any]] = {}
+    for job in jobs:
+        groups.setdefault((job.cfg.dataset, job.cfg.seed), []).append(job)
+    ordered: list[Any] = []
+    for group in groups.values():
+        half = len(group) // 2
+        first, second = group[half:], group[:half]
+        for i, job in enumerate(first):
+            ordered.append(job)
+            if i < len(second):
+                ordered.append(second[i])
+    return ordered

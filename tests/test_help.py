@@ -33,7 +33,7 @@ def test_a_flag_at_its_default_leaves_the_toml_value(tmp_path, monkeypatch):
     def execute(cfg, *args, **kwargs):
         raise Resolved(cfg)
 
-    monkeypatch.setattr("protobench.cli.execute", execute)
+    monkeypatch.setattr("protobench.launch.execute", execute)
     config = tmp_path / "run.toml"
     config.write_text("budget = 640\neval_every = 320\n")
     result = CliRunner().invoke(main, ["run", "--config", str(config), "--eval-samples", "20"])

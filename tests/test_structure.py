@@ -11,11 +11,6 @@ ROOT = Path(__file__).resolve().parent.parent
 CORE = ROOT / "protobench"
 PLUGINS = ROOT / "plugins"
 
-#: circles left on purpose until the CLI becomes a package (the add_commands back-imports of console, options
-#: and execute); each must still exist, so the list only shrinks
-KNOWN_CIRCLES = [
-    {"protobench.cli", "protobench.cli_eval", "protobench.cli_results", "protobench.slurm", "protobench.status"},
-]
 #: what a plugin may import from protobench: the package (interfaces, hookimpl, UsageError) and the kit
 PUBLIC = ("protobench", "protobench.kit", "protobench.testing")
 #: the modules that run training (and import torch): reading results never reaches them
@@ -144,12 +139,23 @@ def test_the_import_reader_sees_function_level_relative_and_module_imports(tmp_p
 
 def test_no_import_circle_among_protobench_modules():
     edges = {m: deps for m, deps in graph(_sources()).items() if m.startswith("protobench.") or m == "protobench"}
-    found = circles(edges)
-    for known in KNOWN_CIRCLES:
-        print(f"known circle, left until the CLI is a package: {' <-> '.join(sorted(known))}")
-        assert known in found, f"{sorted(known)} is no longer a circle: remove it from KNOWN_CIRCLES"
-    new = [sorted(c) for c in found if c not in KNOWN_CIRCLES]
-    assert not new, f"import circles: {new}"
+    found = [sorted(c) for c in circles(edges)]
+    assert not found, f"import circles: {found}"
+
+
+def test_nothing_below_the_command_line_imports_it():
+    """The CLI calls down (launch, sweep, status, evaluation); nothing calls back up into it."""
+    known = set(_sources())
+    allowed = ("protobench.cli", "protobench.__main__", "protobench.testing")
+    offenders = []
+    for path in sorted(CORE.rglob("*.py")) + sorted(PLUGINS.rglob("*.py")):
+        module = _module_name(path)
+        if module.startswith(allowed):
+            continue
+        for name in imports_of(path, known):
+            if name == "protobench.cli" or name.startswith("protobench.cli."):
+                offenders.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert not offenders, "\n".join(offenders)
 
 
 def test_plugins_import_only_the_public_surface():
@@ -167,8 +173,9 @@ def test_reading_results_never_reaches_training():
         seen = reachable(module, edges)
         for training in TRAINING:
             assert training not in seen, _chain(seen, training)
-    # the results commands start no run themselves (sweep goes through cli.execute)
-    assert "protobench.engine" not in edges["protobench.cli_results"]
+    # the commands start no run themselves (run and sweep go through launch.execute)
+    for command in ("protobench.cli.run", "protobench.cli.sweep", "protobench.cli.results"):
+        assert "protobench.engine" not in edges[command], command
 
 
 def test_engine_and_launcher_import_each_other_in_one_direction_only():

@@ -108,7 +108,7 @@ def test_parallel_sweep_spreads_arms_that_share_a_prepare_step():
     """proto-frozen and proto-unfrozen of a seed share Stage I: run side by side both would compute it."""
     from types import SimpleNamespace
 
-    from protobench.cli_results import _spread
+    from protobench.sweep import spread as _spread
 
     jobs = [SimpleNamespace(cfg=SimpleNamespace(dataset="digits", seed=s, conditioner=c), name=f"{c}{s}")
             for s in (0, 1) for c in ("none", "random", "proto-frozen", "proto-unfrozen")]

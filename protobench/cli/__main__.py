@@ -1,0 +1,5 @@
+"""`python -m protobench.cli`."""
+
+from protobench.cli import main
+
+main()

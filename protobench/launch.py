@@ -1,0 +1,23 @@
+"""Start one run: in this process, or under the DeepSpeed launcher when its config asks for several processes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+
+def execute(cfg, registry, out: Path, show_progress: bool = True, hostfile: Path | None = None,
+            progress=None, threads: int | None = None) -> dict[str, Any]:
+    """Run one config in this process, or under the DeepSpeed launcher when it asks for several processes.
+
+    `progress(images_seen, budget, mse)`, if given, is called as training advances (a sweep's display)."""
+    if cfg.gpus > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        from protobench.distributed import launch
+
+        return launch(cfg, out, show_progress=show_progress, hostfile=hostfile, progress=progress)
+    from protobench.engine import Run
+    from protobench.jobs import apply_threads
+
+    apply_threads(threads)
+    return Run(cfg, registry, out, show_progress=show_progress, progress=progress).execute()
