@@ -83,7 +83,9 @@ def test_stage1_learns_prototypes_and_is_booked_as_prepare(frozen):
     assert frozen["status"] == "completed"
     assert stage1["test_accuracy"] >= 0.90, stage1  # nearest-prototype accuracy on the digits test split
     assert stage1["cache_hit"] is False
-    assert stage1["options"] == {"dim": 128, "gamma": 1.0, "lam": 0.01, "lr": 1e-3, "batch_size": 128, "epochs": 5}
+    # the protobench defaults, not the official ones (docs/deviations.md): N(0,1) prototypes, no ReLU, no backbone file
+    assert stage1["options"] == {"dim": 128, "gamma": 1.0, "lam": 0.01, "lr": 1e-3, "batch_size": 128, "epochs": 5,
+                                 "init": "normal", "relu": False, "backbone_weights": ""}
     assert frozen["device_seconds"]["prepare"] > 0
     assert frozen["device_seconds"]["prepare"] >= stage1["device_seconds"] > 0
     assert frozen["evals"][0]["device_seconds"]["prepare"] == frozen["device_seconds"]["prepare"]
