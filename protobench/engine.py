@@ -541,10 +541,16 @@ class Run:
                                                    self.dataset.num_classes, tuple(self.dataset.image_shape),
                                                    seed=cfg.seed + 12345, device=self.device, dist=self.dist)
             metrics: dict[str, float] = {}
+            unscored: dict[str, str] = {}
             if self.dist.main and len(samples):  # rejection may have dropped every sample: nothing to score
                 ref = self.reference()
                 for metric in self.metrics:
-                    metrics.update(metric.compute(samples, labels, ref))
+                    try:
+                        metrics.update(metric.compute(samples, labels, ref))
+                    except UsageError as exc:  # too few accepted samples (of some class) for this metric
+                        if len(samples) == cfg.eval_samples:
+                            raise
+                        unscored[metric.name] = str(exc)
                 grid = self.dir / "samples" / f"{self.images_seen:09d}.png"
                 save_grid(samples, labels, self.dataset.num_classes, grid, class_names=self.dataset.class_names)
                 copy_file(grid, self.dir / "samples.png", within=self.dir)
@@ -553,6 +559,7 @@ class Run:
               "work": self.work(), "metrics": metrics, "instruments": self.instruments,
               # rejection sampling: the share of draws accepted (None: nothing rejects) and the samples dropped
               "acceptance_rate": acceptance, "samples_dropped": cfg.eval_samples - len(samples),
+              "metrics_unscored": unscored,
               "conditioner": self.model.conditioner.diagnostics()}
         self.evals.append(ev)
         self.event("eval", **ev)

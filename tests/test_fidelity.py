@@ -158,7 +158,7 @@ def test_a_pretrained_run_is_marked_in_its_record_and_in_the_report(workspace, t
 
 def test_cfg_plus_rejection_records_the_acceptance_rate_of_every_evaluation(workspace):
     record = run(workspace, "--guidance", "rejection", "-o", "guidance.fit_draws=1", "-o", "guidance.fit_epochs=2",
-                 "--metric", "class-accuracy")
+                 "--metric", "intra-fid", "--metric", "class-accuracy")
     assert record["config"]["options"]["guidance"]["base"] == "cfg"
     assert record["config"]["options"]["guidance"]["timesteps"] == [300, 800]
     assert record["config"]["options"]["guidance"]["threshold"] == 0.2
@@ -166,6 +166,13 @@ def test_cfg_plus_rejection_records_the_acceptance_rate_of_every_evaluation(work
     for ev in record["evals"]:
         assert 0.0 <= ev["acceptance_rate"] <= 1.0
         assert 0 <= ev["samples_dropped"] <= 20
+        # the accepted samples are scored; a metric they are too few for is named, not a failed run
+        scored = {k.split("[")[0] for k in ev["metrics"]}
+        if ev["samples_dropped"] == 20:
+            assert ev["metrics"] == {}
+        else:
+            assert {"intra-fid", "class-accuracy"} <= scored | set(ev["metrics_unscored"]), ev
+            assert "class-accuracy" in scored
     assert "test_accuracy" in record["prepare"]["rejection_classifier"]
 
 
