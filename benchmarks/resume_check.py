@@ -1,17 +1,16 @@
-"""A run stopped after its first checkpoint resumes from it to completion (the GPU check's DeepSpeed stage).
+"""A run stopped part-way resumes from its checkpoint to completion (the GPU check's DeepSpeed stage).
 
-    python -m benchmarks.resume_check --out DIR [--name NAME] -- <protobench run options>
+    python -m benchmarks.resume_check --out DIR --stop-after IMAGES [--name NAME] -- <protobench run options>
 
-Starts `protobench run <options> --out DIR --json --quiet` in its own process, sends it Ctrl-C (SIGINT) once
-its first checkpoint is written (it saves one more and stops), then runs the same command again: the second
-run must say it resumed and end `completed`. Last line on stdout: one JSON object.
+Runs `protobench run <options> --stop-after IMAGES --out DIR --json --quiet` (it checkpoints and stops there,
+exit 130), then the same command without --stop-after: the second run must say it resumed and end
+`completed`. Last line on stdout: one JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -24,44 +23,34 @@ def command(options: list[str], out: Path) -> list[str]:
     return [sys.executable, "-m", "protobench", "run", *options, "--out", str(out), "--json", "--quiet"]
 
 
-def first_checkpoint(out: Path) -> Path | None:
-    found = sorted((out / "runs").glob("*/checkpoints/latest.json"))
-    return found[0].parent.parent if found else None
+def run_folder(out: Path) -> Path | None:
+    found = sorted((out / "runs").glob("*/config.json"))
+    return found[0].parent if found else None
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.resume_check", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--stop-after", required=True, help="images after which the first invocation stops")
     parser.add_argument("--name", default="resume")
-    parser.add_argument("--timeout", type=float, default=240.0, help="seconds to wait for the first checkpoint")
     parser.add_argument("options", nargs=argparse.REMAINDER, help="-- then protobench run options")
     args = parser.parse_args(argv)
     options = [o for o in args.options if o != "--"]
     cmd = command(options, args.out)
-    result: dict = {"stage": args.name, "command": " ".join(cmd[1:])}
+    result: dict = {"stage": args.name, "command": " ".join(cmd[1:]), "stop_after": args.stop_after}
     start = time.monotonic()
-    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=sys.stderr, text=True, start_new_session=True)
-    run_dir = None
-    while first.poll() is None and time.monotonic() - start < args.timeout:
-        run_dir = first_checkpoint(args.out)
-        if run_dir is not None:
-            break
-        time.sleep(0.2)
-    if first.poll() is None and run_dir is not None:
-        first.send_signal(signal.SIGINT)  # finish the step, checkpoint, stop
-        progress(f"{args.name}: first checkpoint written; stopping the run")
-    elif first.poll() is None:
-        first.kill()
-    first_out, _ = first.communicate(timeout=300)
-    result["first_exit"] = first.returncode
+    first = subprocess.run([*cmd, "--stop-after", args.stop_after], stdout=subprocess.PIPE, stderr=sys.stderr,
+                           text=True, timeout=600)
+    result["first_exit"] = first.returncode  # 130: stopped at --stop-after, checkpointed, resumable
     result["first_seconds"] = round(time.monotonic() - start, 1)
+    progress(f"{args.name}: first invocation exited {first.returncode}; running it again to resume")
     second = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=sys.stderr, text=True, timeout=600)
     result["second_exit"] = second.returncode
     try:
         record = json.loads(second.stdout)
     except json.JSONDecodeError:
         record = {}
-    run_dir = run_dir or first_checkpoint(args.out)
+    run_dir = run_folder(args.out)
     events = []
     if run_dir is not None and (run_dir / "events.jsonl").is_file():
         events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines() if line.strip()]

@@ -1,7 +1,8 @@
 """Evaluation sampler: DDIM-50 against cheaper candidates on one trained digits model, same seeds.
 
     python -m benchmarks.sampling [--out DIR] [--n 500] [--candidate dpm-solver++:10[:spacing=time] ...]
-                                   [--no-speed | --no-quality]
+                                   [--no-speed | --no-quality] [--device cpu|cuda]
+    python -m benchmarks.sampling --speed-only [--dataset digits|cifar10] [--device cuda] [--batch 500]
 
 Trains one digits model into --out the first time (`--budget`; reused afterwards). Quality: FID and
 intra-class FID (`intra-fid`; Miyato & Koyama 2018) of `--n` samples on the built-in digits
@@ -9,6 +10,11 @@ evaluator, for every sampler with the same seeds (`--seeds`); the spread of DDIM
 seeds is the metric's sampling noise at this n. Scores are kept in DIR/sampling-scores.json, so a timed
 invocation (`/work/timing ... --no-quality` after a `--no-speed` one) only measures speed: images/s with
 the samplers alternated within each round, so that machine load hits all alike.
+
+With `--speed-only` (what benchmarks/gpu_check.sh runs, e.g. `--device cuda --speed-only --dataset cifar10`):
+no training and no FID, only the evaluation's images/s of the preset's own sampler and guidance (DPM-Solver++
+with CFG, one batched call per step) on an untrained net of the preset's size (speed does not depend on the
+weights), eager against compiled (protobench.compiled, as `-o compile=on` samples), and the compile seconds.
 
 The default is the fewest-step candidate at least twice as fast as DDIM-50 whose mean FID and mean
 intra-class FID are each no worse than DDIM-50's by more than that noise. Last line: one JSON object.
@@ -59,6 +65,70 @@ def parse_key(key: str) -> tuple[str, dict]:
     return name, {"steps": int(steps), **options}
 
 
+#: (classes, image shape) of the presets --speed-only builds a net for (no data is read)
+SHAPES = {"digits": (10, (1, 8, 8)), "cifar10": (10, (3, 32, 32)), "stl10": (10, (3, 64, 64)),
+          "tiny-imagenet": (200, (3, 64, 64))}
+
+
+def speed_only(args) -> None:
+    """Evaluation images/s, eager against compiled, of the preset's sampler and guidance on an untrained net."""
+    import time
+
+    import torch
+
+    from benchmarks._common import sync
+    from protobench.compiled import CompiledNet, mode_for
+    from protobench.config import build_config
+    from protobench.diffusion import NoiseSchedule
+    from protobench.generation import generate
+    from protobench.interfaces import ConditionedNet
+    from protobench.plugins import get_registry
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    registry = get_registry()
+    cfg = build_config({"dataset": args.dataset}, registry)
+    classes, shape = SHAPES[args.dataset]
+    ctx = {"num_classes": classes, "image_shape": shape}
+    torch.manual_seed(0)
+    conditioner = registry.build("conditioner", cfg.conditioner, cfg.options["conditioner"], ctx)
+    denoiser = registry.build("denoiser", cfg.denoiser, cfg.options["denoiser"], {**ctx, "cond": conditioner.spec})
+    net = ConditionedNet(conditioner.to(device).eval(), denoiser.to(device).eval(), classes)
+    guidance = registry.build("guidance", cfg.guidance, cfg.options["guidance"], ctx)
+    sampler = registry.build("sampler", cfg.sampler, cfg.options["sampler"], ctx)
+    schedule = NoiseSchedule(cfg.schedule, cfg.timesteps)
+    nets = {"eager": net}
+    if not args.no_compile:
+        nets["compiled"] = CompiledNet(net, device)
+
+    def draw(eps_net):
+        return lambda: generate(eps_net, guidance, sampler, schedule, args.batch, classes, shape, seed=0, device=device,
+                                batch_size=args.batch)
+
+    first: dict[str, float] = {}
+    for key, eps_net in nets.items():  # the first call compiles (and captures CUDA graphs): timed apart
+        sync(device)
+        start = time.perf_counter()
+        draw(eps_net)()
+        sync(device)
+        first[key] = time.perf_counter() - start
+        progress(f"{key}: first batch of {args.batch} in {first[key]:.1f} s")
+    times, _ = alternate({k: draw(v) for k, v in nets.items()}, rounds=args.rounds, steps=1, warmup=1, device=device)
+    images_per_s = {k: args.batch / statistics.median(t) for k, t in times.items()}
+    spread = {k: args.batch / max(t) for k, t in times.items()}  # the slowest round: the figure's floor
+    result = {"benchmark": "sampling-speed", "dataset": args.dataset, "sampler": cfg.sampler,
+              "sampler_options": cfg.options["sampler"], "guidance": cfg.guidance,
+              "guidance_options": cfg.options["guidance"], "batch": args.batch, "rounds": args.rounds,
+              "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+              "eager_images_per_s": round(images_per_s["eager"], 1),
+              "eager_images_per_s_slowest_round": round(spread["eager"], 1)}
+    if "compiled" in nets:
+        result.update({"compile_mode": mode_for(device), "compile_s": round(first["compiled"], 1),
+                       "compiled_images_per_s": round(images_per_s["compiled"], 1),
+                       "compiled_images_per_s_slowest_round": round(spread["compiled"], 1),
+                       "speedup": round(images_per_s["compiled"] / images_per_s["eager"], 3)})
+    emit(result)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("/tmp/protobench-bench-sampling"))
@@ -72,8 +142,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-speed", action="store_true", help="only compute (and keep) the FIDs")
     parser.add_argument("--no-quality", action="store_true", help="FIDs from the kept scores only")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if there is one)")
+    parser.add_argument("--speed-only", action="store_true",
+                        help="evaluation images/s only, eager and compiled, on an untrained net of --dataset's preset")
+    parser.add_argument("--dataset", default=DATASET, choices=sorted(SHAPES), help="the preset for --speed-only")
+    parser.add_argument("--no-compile", action="store_true", help="--speed-only: the eager sampler alone")
     args = parser.parse_args(argv)
     one_thread()
+    if args.device:
+        import os
+
+        os.environ["PROTOBENCH_DEVICE"] = args.device  # the trained run's parts are built there
+    if args.speed_only:
+        speed_only(args)
+        return
 
     import torch
 

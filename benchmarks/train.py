@@ -6,6 +6,7 @@ counted with torch.utils.flop_counter; MFU is that rate against a matmul probe t
 
     python -m benchmarks.train [--quick] [--config digits|cifar10|both] [--rounds N]
     python -m benchmarks.train --device cuda --precision bf16 --config cifar10 --batch 128   # on a GPU
+    python -m benchmarks.train --device cuda --precision bf16 --config cifar10 --batch 128 --compile   # + compiled
 
 On a GPU, MFU is against the card's dense peak for the precision where the card is known (H100/H200 bf16:
 989 TFLOP/s), else against the matmul probe in that precision.
@@ -86,8 +87,9 @@ def diffusers_net(config: dict):
     return net, eps
 
 
-def make_step(net, eps, batch, precision=None):
-    """One training step (zero_grad, forward, MSE, backward, AdamW) and its forward + backward alone."""
+def make_step(net, eps, batch, precision=None, compile_mode: str | None = None):
+    """One training step (zero_grad, forward, MSE, backward, AdamW) and its forward + backward alone.
+    With `compile_mode`, the forward and loss are torch.compile'd as `-o compile=on` compiles a run's."""
     from protobench.precision import Precision
 
     x_t, t, labels, noise = batch
@@ -95,9 +97,17 @@ def make_step(net, eps, batch, precision=None):
     optimizer = torch.optim.AdamW(net.parameters(), lr=2e-4, foreach=True)  # the same optimizer for both
     net.train()
 
+    def loss_of(x_t, t, labels, noise):
+        return F.mse_loss(eps(x_t, t, labels).float(), noise)
+
+    if compile_mode is not None:
+        if x_t.device.type == "cuda":
+            net.to(memory_format=torch.channels_last)  # conv weights, as protobench.compiled does
+        loss_of = torch.compile(loss_of, mode=compile_mode, dynamic=False)
+
     def forward_backward():
         with precision.autocast():
-            loss = F.mse_loss(eps(x_t, t, labels).float(), noise)
+            loss = loss_of(x_t, t, labels, noise)
         precision.backward(loss)
         return loss
 
@@ -137,27 +147,47 @@ def params_m(net) -> float:
 
 
 def bench_config(name: str, rounds: int, quick: bool, batch: int | None, steps: int | None = None,
-                 device: str = "cpu", precision: str = "fp32") -> dict:
+                 device: str = "cpu", precision: str = "fp32", compile_mode: str | None = None,
+                 diffusers: bool = True) -> dict:
+    import time
+
+    from benchmarks._common import sync
     from protobench.precision import Precision
 
     config = CONFIGS[name]
     batch = batch or config["quick_batch" if quick else "batch"]
     steps = steps or config["quick_steps" if quick else "steps"]
     data = make_batch(config["image_shape"], batch, device=device)
-    nets = {"protobench": protobench_net(config), "diffusers": diffusers_net(config)}
-    steps_fns, flops, params = {}, {}, {}
+    nets = {"protobench": protobench_net(config)}
+    if compile_mode is not None:  # the same net and step, compiled (its FLOPs are the eager graph's)
+        nets["protobench-compiled"] = protobench_net(config)
+    if diffusers:
+        nets["diffusers"] = diffusers_net(config)
+    steps_fns, flops, params, compile_s = {}, {}, {}, None
     for who, (net, eps) in nets.items():
         torch.manual_seed(0)
         net.to(device)
-        step, fwd_bwd = make_step(net, eps, data, Precision(precision, device))
+        compiling = compile_mode if who == "protobench-compiled" else None
+        step, fwd_bwd = make_step(net, eps, data, Precision(precision, device), compiling)
         steps_fns[who] = step
-        flops[who] = count_flops(fwd_bwd)
+        if compiling:
+            sync(device)
+            start = time.perf_counter()
+            for _ in range(3):  # compile, then CUDA graphs' warm-up and capture: what a run charges to `compile`
+                step()
+            sync(device)
+            compile_s = time.perf_counter() - start
+            progress(f"{name}: compiled ({compile_mode}) in {compile_s:.1f} s")
+            flops[who] = flops["protobench"]
+        else:
+            flops[who] = count_flops(fwd_bwd)
         params[who] = params_m(net)
-    flop_ratio = flops["protobench"] / flops["diffusers"]
+    peer = "diffusers" if diffusers else "protobench"
+    flop_ratio = flops["protobench"] / flops[peer]
     if not 0.9 <= flop_ratio <= 1.1:
         progress(f"warning: {name}: FLOPs per image differ by more than 10% ({flop_ratio:.3f})")
     progress(f"{name}: batch {batch}, GFLOP/step protobench {flops['protobench'] / 1e9:.1f}, "
-             f"diffusers {flops['diffusers'] / 1e9:.1f}")
+             f"{peer} {flops[peer] / 1e9:.1f}")
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     peak, against = gpu_peak(precision) if device == "cuda" else (None, "matmul probe")
     probe_n = 8192 if device == "cuda" else 2048
@@ -172,8 +202,12 @@ def bench_config(name: str, rounds: int, quick: bool, batch: int | None, steps: 
         out[who] = {"params_m": round(params[who], 2), "gflop_per_step": round(flops[who] / 1e9, 2),
                     "gflop_per_image": round(flops[who] / batch / 1e9, 3), "images_per_s": round(batch / sec, 1),
                     "gflops": round(achieved / 1e9, 1), "mfu": round(achieved / (peak or probe), 3)}
-    out["speed_ratio"] = round(out["protobench"]["images_per_s"] / out["diffusers"]["images_per_s"], 3)
-    out["ratio"] = round(out["protobench"]["mfu"] / out["diffusers"]["mfu"], 3)
+    if diffusers:
+        out["speed_ratio"] = round(out["protobench"]["images_per_s"] / out["diffusers"]["images_per_s"], 3)
+        out["ratio"] = round(out["protobench"]["mfu"] / out["diffusers"]["mfu"], 3)
+    if compile_mode is not None:
+        out["compile_mode"], out["compile_s"] = compile_mode, round(compile_s, 1)
+        out["compiled_speedup"] = round(out["protobench-compiled"]["images_per_s"] / out["protobench"]["images_per_s"], 3)
     out["probe_gflops"] = round(probe / 1e9, 1)
     return out
 
@@ -187,15 +221,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=None, help="steps per round")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    parser.add_argument("--compile", action="store_true",
+                        help="add protobench's step compiled as `-o compile=on` does (protobench.compiled's mode)")
+    parser.add_argument("--no-diffusers", action="store_true", help="protobench alone (eager, and compiled)")
     args = parser.parse_args(argv)
     one_thread()
+    from protobench.compiled import mode_for
+
     rounds = args.rounds or (3 if args.quick else 5)
     names = ["digits", "cifar10"] if args.config == "both" else [args.config]
-    results = {name: bench_config(name, rounds, args.quick, args.batch, args.steps, args.device, args.precision)
-               for name in names}
+    mode = mode_for(torch.device(args.device)) if args.compile else None
+    results = {name: bench_config(name, rounds, args.quick, args.batch, args.steps, args.device, args.precision,
+                                  mode, not args.no_diffusers) for name in names}
     device = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
+    ratios = [r["ratio"] for r in results.values() if "ratio" in r]
     emit({"benchmark": "train", "threads": torch.get_num_threads(), "device": device, "configs": results,
-          "ratio": min(r["ratio"] for r in results.values())})
+          "ratio": min(ratios) if ratios else None})
 
 
 if __name__ == "__main__":

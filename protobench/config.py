@@ -29,6 +29,12 @@ class RunConfig:
     budget: int = 100_000  # images seen
     eval_every: int = 25_000  # images seen between evaluations (and checkpoints)
     eval_samples: int = 500
+    #: samples of the last evaluation (0: eval_samples, raised to what per-class metrics need: as many per class
+    #: as the evaluator's feature dimension); its metrics on all of them go to the eval event's `final`, while
+    #: the curve and the crossings keep its first eval_samples (one sample count throughout)
+    final_eval_samples: int = 0
+    #: allow a final evaluation with fewer samples per class than the evaluator's feature dimension
+    few_final_samples: bool = False
     batch_size: int = 128  # global batch, kept whatever the number of processes
     lr: float = 2e-4  # AdamW, paper A.2
     weight_decay: float = 0.0
@@ -44,6 +50,8 @@ class RunConfig:
     #: torch.compile the step and the sampler: auto (on a GPU only), on, off (protobench/compiled.py)
     compile: str = "auto"
     data_root: str | None = None
+    #: live loggers (`--logger tensorboard`): they observe the run, so they are no part of its identity (hash)
+    loggers: tuple[str, ...] = ()
     #: the official ProtoDiffusion training, on request (docs/deviations.md); the defaults are the paper's text
     lr_schedule: str = "constant"  # or "warmup-cosine": linear warm-up to lr × warmup_multiplier, then cosine
     warmup_multiplier: float = 2.5  # train.py --multiplier
@@ -62,13 +70,13 @@ class RunConfig:
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
         d = dict(d)
         d["metrics"] = tuple(d.get("metrics", ("fid",)))
+        d["loggers"] = tuple(d.get("loggers", ()))
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
     def hash(self) -> str:
         """Identity of what the run computes (not where its data lives)."""
-        d = _without_later_defaults(self.to_dict())
-        d.pop("data_root", None)
+        d = _identity(_without_later_defaults(self.to_dict()))
         return json_digest(d, 12)
 
     def run_id(self) -> str:
@@ -76,10 +84,17 @@ class RunConfig:
 
     def combination(self) -> str:
         """What a report row groups by: everything but the seed."""
-        d = _without_later_defaults(self.to_dict())
+        d = _identity(_without_later_defaults(self.to_dict()))
         d.pop("seed")
-        d.pop("data_root", None)
         return json_digest(d, 12)
+
+
+def _identity(d: dict[str, Any]) -> dict[str, Any]:
+    """What a run computes: not where its data lives, nor who watches it (loggers)."""
+    d.pop("data_root", None)
+    d.pop("loggers", None)
+    d["options"] = {k: v for k, v in d.get("options", {}).items() if k != "logger"}
+    return d
 
 
 #: keys added after runs were first recorded: left out of the hash at their defaults, so run ids stay the same
@@ -302,6 +317,11 @@ def build_config(user: dict[str, Any], registry: Registry) -> RunConfig:
                          "without evaluating")
     for m in top["metrics"]:
         registry.get("metric", m)
+    if isinstance(top["loggers"], str):
+        top["loggers"] = tuple(n.strip() for n in top["loggers"].split(",") if n.strip())
+    top["loggers"] = tuple(n for n in top["loggers"] if n != "none")
+    for name in top["loggers"]:
+        registry.get("logger", name)
     if top["metrics"] and top["primary_metric"] not in top["metrics"]:
         if "primary_metric" in user:
             raise UsageError(f"primary_metric {top['primary_metric']} is not among the metrics computed "
@@ -316,6 +336,10 @@ def build_config(user: dict[str, Any], registry: Registry) -> RunConfig:
             for m in top["metrics"]:
                 merged.update(plugin_options(registry.get("metric", m).cls, CONTEXT_KEYS))
             defaults = merged
+        elif kind == "logger":  # like metrics: each selected logger takes the `logger.*` options it accepts
+            defaults = {}
+            for name in top["loggers"]:
+                defaults.update(plugin_options(registry.get("logger", name).cls, CONTEXT_KEYS))
         else:
             defaults = plugin_options(classes[kind], CONTEXT_KEYS)
         resolved = dict(defaults)
@@ -325,7 +349,8 @@ def build_config(user: dict[str, Any], registry: Registry) -> RunConfig:
         for opt, value in unflatten_options(user).get(kind, {}).items():
             key = f"{kind}.{opt}"
             if opt not in defaults:
-                name = ", ".join(top["metrics"]) if kind == "metric" else top[kind]
+                name = ", ".join(top["metrics"]) if kind == "metric" else \
+                    ", ".join(top["loggers"]) or "(none: --logger NAME)" if kind == "logger" else top[kind]
                 listed = ", ".join(sorted(defaults)) or "(none)"
                 raise UsageError(f"unknown option {key} for {kind} {name}; known options: {listed}")
             resolved[opt] = coerce(value, defaults[opt], key)
@@ -344,23 +369,6 @@ def for_chosen_plugins(user: dict[str, Any], chosen: dict[str, str]) -> dict[str
         if ":" in head and head.split(":", 1)[1] == chosen.get(head.split(":", 1)[0]):
             out.setdefault(f"{head.split(':', 1)[0]}.{option}", value)
     return out
-
-
-def build_plugin(kind: str, name: str, options: dict[str, Any], context: dict[str, Any],
-                 if_accepted: dict[str, Any] | None = None) -> Any:
-    """A plugin built by name from the registry, its options typed by its own defaults (strings as from `-o`),
-    an unknown name or option a one-line UsageError: how a plugin builds another (e.g. the guidance that
-    rejection sampling wraps). `if_accepted`: options passed only to a plugin that takes them."""
-    from protobench.plugins import get_registry
-
-    registry = get_registry()
-    known = plugin_options(registry.get(kind, name).cls, CONTEXT_KEYS)
-    options = {**{k: v for k, v in (if_accepted or {}).items() if k in known}, **options}
-    for key in options:
-        if key not in known:
-            raise UsageError(f"unknown option {key} for {kind} {name}; known options: {', '.join(sorted(known)) or '(none)'}")
-    typed = {k: coerce(v, known[k], f"{kind}.{k}") for k, v in options.items()}
-    return registry.build(kind, name, typed, context)
 
 
 def build_metrics(cfg: RunConfig, registry: Registry, context: dict[str, Any]) -> list[Any]:
@@ -419,13 +427,14 @@ def validate(cfg: RunConfig) -> None:
         value = getattr(cfg, f.name)
         if f.name == "options":
             ok = isinstance(value, dict) and all(isinstance(v, dict) for v in value.values())
-        elif f.name == "metrics":
+        elif f.name in ("metrics", "loggers"):
             ok = isinstance(value, tuple) and all(isinstance(m, str) for m in value)
         elif f.name == "data_root":
             ok = value is None or isinstance(value, str)
         else:
             like = f.default
-            ok = (isinstance(value, type(like)) and not isinstance(value, bool) if isinstance(like, int)
+            ok = (isinstance(value, bool) if isinstance(like, bool)
+                  else isinstance(value, type(like)) and not isinstance(value, bool) if isinstance(like, int)
                   else isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
                   if isinstance(like, float) else isinstance(value, type(like)))
         if not ok:
@@ -445,6 +454,8 @@ def validate(cfg: RunConfig) -> None:
         (lambda: cfg.eval_every <= MAX_IMAGES, f"eval_every must be at most {MAX_IMAGES:.0e} images"),
         (lambda: cfg.eval_samples > 0, "eval_samples must be > 0"),
         (lambda: cfg.eval_samples <= 10**7, f"eval_samples must be at most 10000000, got {cfg.eval_samples}"),
+        (lambda: cfg.final_eval_samples == 0 or cfg.eval_samples <= cfg.final_eval_samples <= 10**7,
+         f"final_eval_samples must be 0 or in [eval_samples, 10000000], got {cfg.final_eval_samples}"),
         (lambda: cfg.batch_size > 0, "batch_size must be > 0"),
         (lambda: cfg.batch_size <= 10**6, f"batch_size must be at most 1000000, got {cfg.batch_size}"),
         (lambda: cfg.log_every > 0, "log_every must be > 0 steps"),

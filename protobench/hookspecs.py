@@ -36,3 +36,8 @@ def register_samplers(register):
 @hookspec
 def register_metrics(register):
     """Register Metric subclasses."""
+
+
+@hookspec
+def register_loggers(register):
+    """Register Logger subclasses (live metrics: TensorBoard, W&B, MLflow, ...)."""

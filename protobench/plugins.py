@@ -152,7 +152,7 @@ def plugin_options(cls: type, context_keys=()) -> dict[str, Any]:
     }
 
 
-CONTEXT_KEYS = ("num_classes", "image_shape", "cond", "data_root", "class_names")
+CONTEXT_KEYS = ("num_classes", "image_shape", "cond", "data_root", "class_names", "run_dir", "run_id", "run_config")
 
 
 def check_options(kind: str, name: str, cls: type, options: dict[str, Any], context: dict[str, Any]) -> None:

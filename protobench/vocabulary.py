@@ -22,14 +22,16 @@ INTERFACES = (
     "Denoiser",
     "EpsFn",
     "Guidance",
+    "Logger",
     "LossContext",
     "Metric",
     "PrepareContext",
     "Reference",
     "Sampler",
 )
-#: the kinds a run picks exactly one plugin of (it computes several metrics): a run's, a report row's axes
-AXES = tuple(k for k in KINDS if k != "metric")
+#: the kinds a run picks exactly one plugin of (it computes several metrics and has any number of loggers, which
+#: only watch it): a run's, a report row's axes
+AXES = tuple(k for k in KINDS if k not in ("metric", "logger"))
 
 
 def flatten_options(options: dict[str, dict[str, Any]]) -> dict[str, Any]:

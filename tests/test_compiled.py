@@ -4,6 +4,7 @@ and a bad value is one line. The compiled tests run CPU inductor (gcc) on a tiny
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import shutil
@@ -104,3 +105,65 @@ def test_a_bad_compile_value_is_one_line_and_writes_nothing(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == ["error: compile must be auto, on or off, got 'fast'"]
     assert not (tmp_path / "out").exists()
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.gpu
+@cuda
+def test_on_a_gpu_compiled_steps_with_cuda_graphs_compute_the_eager_steps():
+    device = torch.device("cuda")
+    eager = tiny_model().to(device)
+    fused = copy.deepcopy(eager)
+    clock = compiled.compile_model(fused, device)
+    opt_eager = torch.optim.AdamW(eager.parameters(), lr=1e-3, fused=True)
+    opt_fused = torch.optim.AdamW(fused.parameters(), lr=1e-3, fused=True)
+    for step in range(4):  # compile, CUDA graphs' warm-up, capture, then replays
+        batch = tuple(v.to(device) for v in tiny_batch())
+        losses = []
+        for model, optimizer in ((eager, opt_eager), (fused, opt_fused)):
+            with clock.call() if model is fused else contextlib.nullcontext():
+                loss, _ = model(*batch)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                losses.append(float(loss.detach()))
+        assert losses[1] == pytest.approx(losses[0], rel=1e-3), f"step {step}"
+    for (name, a), b in zip(eager.named_parameters(), fused.parameters(), strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-4, msg=name)
+    assert clock.take() > 0
+
+
+@pytest.mark.gpu
+@cuda
+def test_on_a_gpu_auto_compiles_the_run_and_charges_compile_apart(tmp_path, capsys):
+    from protobench.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["run", "--dataset", "digits", "--budget", "2560", "--eval-every", "1280", "--eval-samples", "50",
+              "--metric", "fid", "-o", "denoiser.base_channels=8", "-o", "precision=bf16", "--out", str(tmp_path),
+              "--json"], standalone_mode=True)
+    assert done.value.code == 0
+    record = json.loads(capsys.readouterr().out)
+    seconds = record["device_seconds"]
+    assert record["status"] == "completed" and seconds["compile"] > 0 and seconds["train"] > 0
+    best = next(ev for ev in record["evals"] if ev["images_seen"] == record["best"]["images_seen"])
+    ds = best["device_seconds"]
+    assert ds["compile"] > 0, "the compiling steps were charged before the evaluation"
+    assert record["best"]["device_hours"] * 3600 == pytest.approx(ds["prepare"] + ds["compile"] + ds["train"])
+
+
+def test_compile_auto_keeps_run_ids_and_on_or_off_is_another_arm():
+    from protobench.config import RunConfig, build_config
+    from protobench.plugins import get_registry
+
+    registry = get_registry()
+    auto = build_config({}, registry)
+    before = auto.to_dict()
+    before.pop("compile")  # a config.json written before the option existed
+    assert RunConfig.from_dict(before).run_id() == auto.run_id()
+    for choice in ("on", "off"):
+        other = build_config({"compile": choice}, registry)
+        assert other.run_id() != auto.run_id() and other.combination() != auto.combination()

@@ -21,6 +21,7 @@ SMALL_OPTIONS = {
     "metric": {"cas_epochs": 1, "kid_subsets": 10, "kid_subset_size": 50, "isc_splits": 2},
     "dataset": {"n_train": 1000, "n_test": 200},
     "sampler": {},
+    "logger": {},
 }
 
 

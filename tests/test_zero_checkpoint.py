@@ -80,3 +80,26 @@ def test_zero_state_is_consolidated_and_resumes(tmp_path, stage):
     assert result["diff_after_resume"] < 1e-6, "the resumed pair continues as the saved pair"
     saved = load_file(str(tmp_path / "optim.safetensors"))  # safetensors: nothing executable to unpickle
     assert sorted(saved) == sorted(f"optim.{i}.{k}" for i in range(4) for k in ("master", "exp_avg", "exp_avg_sq"))
+
+
+def test_zero_on_one_process_runs_under_deepspeed_and_resumes(tmp_path):
+    """`protobench run --gpus 1 -o zero_stage=2` (the GPU check's DeepSpeed stage, here on a CPU): DeepSpeed's
+    engine in the one process, stopped at --stop-after (checkpoint, exit 130), resumed to completion."""
+    pytest.importorskip("deepspeed")
+    from pathlib import Path
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.resume_check", "--out", str(tmp_path),
+                           "--stop-after", "1024", "--",
+                           "--dataset", "digits", "--gpus", "1", "-o", "zero_stage=2", "--budget", "3072",
+                           "--eval-every", "512", "--eval-samples", "50", "--metric", "fid",
+                           "-o", "denoiser.base_channels=8"], capture_output=True, text=True, env=env, cwd=root,
+                          timeout=600)
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert proc.returncode == 0 and result["ok"], proc.stderr[-3000:]
+    assert result["first_exit"] == 130, "the first invocation stopped at --stop-after, resumable"
+    assert result["resumed_at_images"] == 1024 and result["images_seen"] == 3072
+    assert result["deepspeed_optimizer_state"], "the optimizer state was DeepSpeed's (consolidated ZeRO shards)"

@@ -18,18 +18,22 @@ from protobench_guidance.feature import FeatureGuidance
 def build_base(base: str, num_classes: int, guidance_scale: float, base_options: tuple[str, ...]) -> Guidance:
     """The wrapped guidance, built through the registry like any plugin: its options are `key=value` strings,
     typed by its own defaults; `guidance_scale` is passed on when it takes one."""
-    from protobench.kit import build_plugin
+    from protobench.kit import build_plugin, plugin_options
 
     if base == RejectionSampling.name:
         raise ValueError("base must be another guidance, not rejection itself")
+    known = plugin_options("guidance", base)
     options: dict[str, Any] = {}
     for pair in base_options:
         key, sep, value = pair.partition("=")
-        if not sep:
-            raise ValueError(f"base_options: {pair!r} is not key=value")
-        options[key.strip()] = value.strip()
-    return build_plugin("guidance", base, options, {"num_classes": num_classes},
-                        if_accepted={"guidance_scale": guidance_scale})
+        key = key.strip()
+        if not sep or key not in known:
+            raise ValueError(f"base_options: {pair!r} is not key=value for one of {base}'s options "
+                             f"({', '.join(sorted(known)) or 'none'})")
+        options[key] = value.strip()
+    if "guidance_scale" in known:
+        options.setdefault("guidance_scale", guidance_scale)
+    return build_plugin("guidance", base, options, {"num_classes": num_classes})
 
 
 class RejectionSampling(Guidance):

@@ -1,4 +1,4 @@
-"""The six plugin kinds: one small abstract base class per module."""
+"""The plugin kinds: one small abstract base class per module."""
 
 # ruff: noqa: F401 - a re-export module: the names are listed once, in protobench.vocabulary.INTERFACES
 from protobench.interfaces.conditioner import (
@@ -12,6 +12,7 @@ from protobench.interfaces.conditioner import (
 from protobench.interfaces.dataset import Dataset, DataSplit
 from protobench.interfaces.denoiser import Denoiser
 from protobench.interfaces.guidance import ConditionedNet, Guidance
+from protobench.interfaces.logger import Logger
 from protobench.interfaces.metric import Metric, Reference
 from protobench.interfaces.sampler import EpsFn, Sampler
 from protobench.vocabulary import INTERFACES, KINDS
@@ -23,6 +24,7 @@ BASES = {
     "guidance": Guidance,
     "sampler": Sampler,
     "metric": Metric,
+    "logger": Logger,
 }
 
 # the names the package re-exports (vocabulary.INTERFACES, the one list) and the kinds

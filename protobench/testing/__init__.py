@@ -17,6 +17,7 @@ from protobench.testing.conformance import (
     DatasetTests,
     DenoiserTests,
     GuidanceTests,
+    LoggerTests,
     MetricTests,
     PluginTests,
     SamplerTests,
@@ -30,6 +31,7 @@ CONFORMANCE = {
     "guidance": GuidanceTests,
     "sampler": SamplerTests,
     "metric": MetricTests,
+    "logger": LoggerTests,
 }
 
 __all__ = [
@@ -39,6 +41,7 @@ __all__ = [
     "DatasetTests",
     "DenoiserTests",
     "GuidanceTests",
+    "LoggerTests",
     "MetricTests",
     "PluginTests",
     "SamplerTests",

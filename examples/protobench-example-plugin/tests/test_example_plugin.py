@@ -9,7 +9,7 @@ import subprocess
 import torch
 
 from protobench import NULL_LABEL
-from protobench.testing import ConditionerTests, MetricTests
+from protobench.testing import ConditionerTests, LoggerTests, MetricTests
 
 
 class TestOneHot(ConditionerTests):
@@ -20,6 +20,10 @@ class TestOneHot(ConditionerTests):
 class TestPixelHistogramDistance(MetricTests):
     plugin_name = "pixel-histogram-distance"
     options = {"bins": 16}
+
+
+class TestCSVMetrics(LoggerTests):
+    plugin_name = "csv-metrics"
 
 
 def test_onehot_is_fixed_and_the_null_label_is_zero(protobench_registry, tiny_dataset):
@@ -35,6 +39,7 @@ def test_listed_by_protobench_plugins():
     listed = json.loads(out)
     assert {"name": "onehot", "plugin": "example", "version": "0.1.0"} in listed["conditioner"]
     assert {"name": "pixel-histogram-distance", "plugin": "example", "version": "0.1.0"} in listed["metric"]
+    assert {"name": "csv-metrics", "plugin": "example", "version": "0.1.0"} in listed["logger"]
 
 
 def test_a_run_with_the_plugin(tiny_run):
@@ -44,3 +49,14 @@ def test_a_run_with_the_plugin(tiny_run):
     assert record["plugins"]["conditioner:onehot"] == {"plugin": "example", "version": "0.1.0"}
     value = record["evals"][-1]["metrics"]["pixel-histogram-distance[pixels]"]
     assert 0.0 <= value <= 1.0
+
+
+def test_a_run_logged_by_the_plugin(tiny_run):
+    """`--logger csv-metrics`: one CSV row per metric per evaluation, beside the run's own files."""
+    import csv
+    from pathlib import Path
+
+    record = tiny_run("--metric", "pixel-histogram-distance", "--logger", "csv-metrics")
+    rows = list(csv.DictReader((Path(record["path"]) / "metrics.csv").open()))
+    assert [(int(r["images_seen"]), r["metric"]) for r in rows] == [(64, "pixel-histogram-distance[pixels]")]
+    assert float(rows[0]["value"]) == record["evals"][-1]["metrics"]["pixel-histogram-distance[pixels]"]

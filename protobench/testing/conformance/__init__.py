@@ -1,6 +1,6 @@
 """One conformance test class per plugin kind (in the spirit of diffusers' model/scheduler test mixins),
 one module per kind, so that a plugin author reads only their own: `dataset`, `conditioner`, `denoiser`,
-`guidance`, `sampler`, `metric`; what they share (`PluginTests`, helpers) is in `_base`.
+`guidance`, `sampler`, `metric`, `logger`; what they share (`PluginTests`, helpers) is in `_base`.
 
 A subclass names the plugin (``plugin_name``) and, if needed, small options (``options``); every
 ``test_*`` method then checks one part of the contract the core relies on. To opt out of one check
@@ -22,6 +22,7 @@ from protobench.testing.conformance.conditioner import ConditionerTests, loss_co
 from protobench.testing.conformance.dataset import DatasetTests
 from protobench.testing.conformance.denoiser import DenoiserTests
 from protobench.testing.conformance.guidance import GuidanceTests
+from protobench.testing.conformance.logger import LoggerTests, run_events
 from protobench.testing.conformance.metric import METRIC_KEY, MetricTests
 from protobench.testing.conformance.sampler import SamplerTests
 
@@ -31,6 +32,7 @@ __all__ = [
     "DatasetTests",
     "DenoiserTests",
     "GuidanceTests",
+    "LoggerTests",
     "MetricTests",
     "ModuleChecks",
     "PluginTests",
@@ -42,5 +44,6 @@ __all__ = [
     "overrides",
     "prepare_context",
     "round_trip",
+    "run_events",
     "unregistered_tensors",
 ]

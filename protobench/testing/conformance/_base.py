@@ -107,7 +107,8 @@ class PluginTests:
         with pytest.raises(UsageError) as excinfo:
             self.build(plugin_registry, plugin_context, no_such_option=1)
         one_line_usage_error(excinfo, "no_such_option", *known)
-        selector = {"metrics": self.plugin_name} if self.kind == "metric" else {self.kind: self.plugin_name}
+        selector = {"metrics": self.plugin_name} if self.kind == "metric" else \
+            {"loggers": self.plugin_name} if self.kind == "logger" else {self.kind: self.plugin_name}
         with pytest.raises(UsageError) as excinfo:
             build_config({**selector, f"{self.kind}.no_such_option": "1"}, plugin_registry)
         one_line_usage_error(excinfo, "no_such_option", *known)

@@ -17,3 +17,10 @@ def register_metrics(register):
     from protobench_example_plugin.histogram import PixelHistogramDistance
 
     register(PixelHistogramDistance)
+
+
+@hookimpl
+def register_loggers(register):
+    from protobench_example_plugin.csvlog import CSVMetrics
+
+    register(CSVMetrics)

@@ -1,0 +1,1 @@
+"""Built-in loggers: live curves of a run while it trains."""
