@@ -100,8 +100,10 @@ def _without_stop_after(args: list[str]) -> list[str]:
 def main(debug: bool) -> None:
     """Benchmark ways of conditioning class-conditional diffusion models: device-hours to best FID."""
     import signal
+    import threading
 
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # kill / a scheduler's preemption: as Ctrl-C
+    if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
+        signal.signal(signal.SIGTERM, signal.default_int_handler)  # kill / a scheduler's preemption: as Ctrl-C
 
 
 def out_option(f):
@@ -123,17 +125,20 @@ def run_options(f):
         click.option("--denoiser", default=None, help="Denoiser plugin (default: unet)."),
         click.option("--guidance", default=None, help="Guidance plugin (default: cfg)."),
         click.option("--sampler", default=None, help="Sampler plugin (default: dpm-solver++)."),
-        click.option("--metric", "metrics", multiple=True, help="Metric plugin(s) (default: intra-fid, fid, class-accuracy)."),
+        click.option("--metric", "metrics", multiple=True,
+                     help="Metric plugin(s) (default: the dataset's; digits: intra-kid, intra-fid, fid, class-accuracy; "
+                          "others: intra-fid, fid, class-accuracy)."),
         click.option("--seed", default=None, help="Seed (default 0)."),
         click.option("--logger", "loggers", multiple=True,
                      help="Live logger(s), e.g. tensorboard (<run>/tensorboard/; -o logger.dir=DIR). Default: none."),
         # the shown defaults are the default dataset's (digits); another dataset's presets replace them
         click.option("--budget", default="19.2k", show_default=True,
                      help="Training budget in images seen (e.g. 30000 or 30k); other datasets preset their own."),
-        click.option("--eval-every", default="6.4k", show_default=True,
+        click.option("--eval-every", default="2.4k", show_default=True,
                      help="Images seen between evaluations; other datasets preset their own."),
-        click.option("--eval-samples", default="400", show_default=True,
-                     help="Samples drawn per evaluation; other datasets preset their own."),
+        click.option("--eval-samples", default="100", show_default=True,
+                     help="Samples drawn per evaluation (the last also draws final_eval_samples for per-class "
+                          "metrics); other datasets preset their own."),
         click.option("--data-root", default=None, help="Folder holding the dataset (or $PROTOBENCH_DATA_ROOT)."),
         click.option("-o", "overrides", multiple=True, metavar="KEY=VALUE",
                      help="Override a config key (lr=1e-4) or plugin option (conditioner.dim=64)."),

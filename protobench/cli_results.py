@@ -38,7 +38,7 @@ def add_commands(main: click.Group) -> None:
         -o lr=1e-4|2e-4 -o denoiser.channel_mult=1,2|1,2,2   (`|` separates values; commas stay in tuples)
         --config sweep.toml   run keys plus a [sweep] table of lists: conditioner = ["random", "cbn"]
 
-        With no axes and no --config: digits × {random, proto-frozen, proto-unfrozen} × seeds 0,1,2.
+        With no axes and no --config: digits × {none, random, proto-frozen, proto-unfrozen} × seeds 0,1,2.
         A finished combination is skipped, an interrupted one resumes, a failed one is recorded and the
         sweep goes on; the exit code is 1 if any combination failed.
         """
@@ -61,18 +61,22 @@ def add_commands(main: click.Group) -> None:
     @main.command()
     @out_option
     @click.option("--target", type=float, default=None,
-                  help="Value of the metric to reach (default: each row's baseline mean best; baseline = conditioner random).")
+                  help="Value of the metric to reach (default: the target the dataset's preset declares for it; "
+                       "without one, no work to target or speed-up is shown). Never taken from the runs it scores.")
     @click.option("--metric", default=None,
                   help="Metric to rank by, a name or a full key (default: each run's primary_metric, else intra-fid, else fid).")
-    @click.option("--clock", type=click.Choice(["device-hours", "images", "flops"]), default="device-hours",
+    @click.option("--clock", type=click.Choice(["device-hours", "images", "flops", "all"]), default="device-hours",
                   show_default=True, help="Work to count: measured device-hours, or images seen / training FLOPs "
-                                          "(machine-independent). Prepare (Stage I) is charged in each.")
+                                          "(machine-independent), or all three. Prepare (Stage I) is charged in each.")
+    @click.option("--wide", is_flag=True, help="One table with every column (final evaluation's metrics, each clock); "
+                                               "the default fits 80 columns.")
     @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON on stdout.")
     @click.option("--html", "html_file", type=click.Path(path_type=Path), default=None,
                   help="Also write one self-contained HTML file: this table, curves, samples, prototypes, provenance.")
-    def report(out: Path | None, target: float | None, metric: str | None, clock: str, as_json: bool,
-               html_file: Path | None) -> None:
-        """Work to the best primary metric per combination: mean ± 95% CI over seeds, speed-up vs the baseline."""
+    def report(out: Path | None, target: float | None, metric: str | None, clock: str, wide: bool,
+               as_json: bool, html_file: Path | None) -> None:
+        """Work to a fixed target per combination, and each arm paired with the baseline seed by seed:
+        speed-up and difference in best metric with 95% intervals, and the smallest detectable difference."""
         from protobench.cli import console, resolve_out
         from protobench.report import build_rows, render_rows
         from protobench.store import records
@@ -84,15 +88,23 @@ def add_commands(main: click.Group) -> None:
             console().print(f"no runs in {out}")
             return
         done = records(out, status="completed")
-        rows = build_rows(done, target=target, metric=metric, clock=clock)
+        rows = build_rows(done, target=target, metric=metric,
+                          clock="device-hours" if clock == "all" else clock)
         if as_json:
             click.echo(json.dumps(rows, indent=2, default=str))
-        for part in render_rows(rows, title=f"protobench report — {out}"):
-            console().print(part)
+        parts = render_rows(rows, title=f"protobench report — {out}", clock=clock, wide=wide)
+        c = console()
+        if wide:  # one row per arm, whole: as wide as the table needs, whatever the terminal
+            from rich.console import Console
+
+            wide_options = c.options.update_width(100_000)
+            c = Console(stderr=True, width=max([c.width, *(c.measure(p, options=wide_options).maximum for p in parts[:-1])]))
+        for part in parts:
+            c.print(part)
         if html_file is not None:
             from protobench.html_report import write_html
 
-            console().print(f"wrote {write_html(html_file, rows, done, title=f'protobench report — {out}', out=out)}")
+            c.print(f"wrote {write_html(html_file, rows, done, title=f'protobench report — {out}', out=out)}")
 
     @main.command()
     @out_option
@@ -234,6 +246,10 @@ def run_sweep(params: dict[str, Any]) -> list[dict[str, Any]]:
         from protobench.slurm import run_slurm_sweep
 
         return run_slurm_sweep(combos, fixed, registry, out, sid, params, c)
+    slurm_only = [f for f, k in (("--partition", "partition"), ("--time", "time_limit"), ("--cpus-per-job", "cpus_per_job"),
+                                 ("--sbatch", "sbatch"), ("--wait", "wait")) if params.get(k)]
+    if slurm_only:
+        raise UsageError(f"{', '.join(slurm_only)}: only with --executor slurm")
     c.print(f"sweep {sid}: {len(combos)} combinations → {out}")
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=c, transient=True, disable=not show)

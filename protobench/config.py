@@ -29,6 +29,12 @@ class RunConfig:
     budget: int = 100_000  # images seen
     eval_every: int = 25_000  # images seen between evaluations (and checkpoints)
     eval_samples: int = 500
+    #: samples of the last evaluation (0: eval_samples, raised to what per-class metrics need: as many per class
+    #: as the evaluator's feature dimension); its metrics on all of them go to the eval event's `final`, while
+    #: the curve and the crossings keep its first eval_samples (one sample count throughout)
+    final_eval_samples: int = 0
+    #: allow a final evaluation with fewer samples per class than the evaluator's feature dimension
+    few_final_samples: bool = False
     batch_size: int = 128  # global batch, kept whatever the number of processes
     lr: float = 2e-4  # AdamW, paper A.2
     weight_decay: float = 0.0
@@ -257,7 +263,11 @@ def flatten_toml(data: dict[str, Any], where: str) -> dict[str, Any]:
             for kind, opts in value.items():
                 if not isinstance(opts, dict):
                     raise UsageError(f"{where}: options.{kind} must be a table")
-                flat.update(flatten_options({kind: opts}))
+                plain = {k: v for k, v in opts.items() if not isinstance(v, dict)}
+                flat.update(flatten_options({kind: plain}))
+                for name, table in opts.items():  # [options.conditioner.proto-unfrozen]: only when that plugin runs
+                    if isinstance(table, dict):
+                        flat.update({f"{kind}:{name}.{k}": v for k, v in table.items()})
         elif key in ("sweep", "slurm", "description", "name"):
             continue
         else:
@@ -268,7 +278,7 @@ def flatten_toml(data: dict[str, Any], where: str) -> dict[str, Any]:
 def check_key(key: str) -> None:
     if key in TOP_LEVEL:
         return
-    kind = key.split(".", 1)[0]
+    kind = key.split(".", 1)[0].split(":", 1)[0]  # conditioner:proto-unfrozen.dim: for one plugin only
     if "." in key and kind in KINDS:
         return
     known = ", ".join(sorted(TOP_LEVEL)) + ", " + ", ".join(f"{k}.<option>" for k in KINDS)
@@ -283,6 +293,7 @@ def build_config(user: dict[str, Any], registry: Registry) -> RunConfig:
     top: dict[str, Any] = {}
     for key in AXES:
         top[key] = str(user.get(key, getattr(base, key)))
+    user = for_chosen_plugins(user, top)
     dataset_cls = registry.get("dataset", top["dataset"]).cls
     presets = dict(getattr(dataset_cls, "presets", {}))
     classes = {kind: registry.get(kind, top[kind]).cls for kind in AXES}
@@ -349,6 +360,17 @@ def build_config(user: dict[str, Any], registry: Registry) -> RunConfig:
     return cfg
 
 
+def for_chosen_plugins(user: dict[str, Any], chosen: dict[str, str]) -> dict[str, Any]:
+    """Keys `<kind>:<plugin>.<option>` apply as `<kind>.<option>` when that plugin is the chosen one and are
+    dropped otherwise (a sweep TOML can set Stage-I options for the proto arms beside `random`)."""
+    out = {k: v for k, v in user.items() if ":" not in k.split(".", 1)[0]}
+    for key, value in user.items():
+        head, _, option = key.partition(".")
+        if ":" in head and head.split(":", 1)[1] == chosen.get(head.split(":", 1)[0]):
+            out.setdefault(f"{head.split(':', 1)[0]}.{option}", value)
+    return out
+
+
 def build_metrics(cfg: RunConfig, registry: Registry, context: dict[str, Any]) -> list[Any]:
     """The config's metrics, each given the merged `metric.*` options it accepts."""
     metrics = []
@@ -411,7 +433,8 @@ def validate(cfg: RunConfig) -> None:
             ok = value is None or isinstance(value, str)
         else:
             like = f.default
-            ok = (isinstance(value, type(like)) and not isinstance(value, bool) if isinstance(like, int)
+            ok = (isinstance(value, bool) if isinstance(like, bool)
+                  else isinstance(value, type(like)) and not isinstance(value, bool) if isinstance(like, int)
                   else isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
                   if isinstance(like, float) else isinstance(value, type(like)))
         if not ok:
@@ -431,6 +454,8 @@ def validate(cfg: RunConfig) -> None:
         (lambda: cfg.eval_every <= MAX_IMAGES, f"eval_every must be at most {MAX_IMAGES:.0e} images"),
         (lambda: cfg.eval_samples > 0, "eval_samples must be > 0"),
         (lambda: cfg.eval_samples <= 10**7, f"eval_samples must be at most 10000000, got {cfg.eval_samples}"),
+        (lambda: cfg.final_eval_samples == 0 or cfg.eval_samples <= cfg.final_eval_samples <= 10**7,
+         f"final_eval_samples must be 0 or in [eval_samples, 10000000], got {cfg.final_eval_samples}"),
         (lambda: cfg.batch_size > 0, "batch_size must be > 0"),
         (lambda: cfg.batch_size <= 10**6, f"batch_size must be at most 1000000, got {cfg.batch_size}"),
         (lambda: cfg.log_every > 0, "log_every must be > 0 steps"),

@@ -173,6 +173,14 @@ class Run:
                 raise UsageError(f"metric {metric.name} needs at least {metric.min_samples_per_class} samples per "
                                  f"class: eval_samples >= {need} for {self.cfg.dataset}'s {classes} classes "
                                  f"(got {self.cfg.eval_samples})")
+        # a per-class covariance from fewer samples than feature dimensions is rank-deficient (and biased):
+        # final_eval_samples=0 draws what the metrics need; fewer, asked for explicitly, is refused unless allowed
+        need = max([metric.per_class_dimension(self.reference()) for metric in self.metrics] or [0])
+        self.final_samples = self.cfg.final_eval_samples or max(self.cfg.eval_samples, need * classes)
+        if self.final_samples // classes < need and not self.cfg.few_final_samples:
+            raise UsageError(f"final_eval_samples {self.final_samples} is {self.final_samples // classes} samples per "
+                             f"class, fewer than the evaluator's {need} feature dimensions that per-class metrics "
+                             f"need: final_eval_samples >= {need * classes}, or -o few_final_samples=true")
 
     def reference(self) -> Reference:
         return Reference(self.dataset, cache_dir(self.out), self.device, seed=0, show_progress=False,
@@ -281,6 +289,7 @@ class Run:
             "combination": cfg.combination(), "plugins": self.plugin_versions(),
             "dataset_checksum": self.checksum, "protobench_version": _version(),
             "device": device_info(self.device, self.dist.world), "instruments": getattr(self, "instruments", {}),
+            "target": getattr(self.dataset, "target", None),  # the preset's declared target, for the report
         }, within=self.dir)
 
     def _execute(self) -> dict[str, Any]:
@@ -545,27 +554,41 @@ class Run:
             self._add_prepare_work(pctx)
             self.event("prepare", component="guidance", images_seen=self.images_seen, results=pctx.results,
                        device_seconds=self.ledger.device_seconds["prepare"], work=dict(self.prepare_work))
-        self.event("stage", name=f"evaluating: sampling {cfg.eval_samples} images", images_seen=self.images_seen)
+        # the last evaluation may draw more samples (final_eval_samples): per-class metrics scored on all of them
+        # go to `final`; `metrics` keep the first eval_samples, so the curve has one sample count throughout
+        count = getattr(self, "final_samples", cfg.eval_samples) if self.images_seen >= cfg.budget else cfg.eval_samples
+        self.event("stage", name=f"evaluating: sampling {count} images", images_seen=self.images_seen)
         rng = torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else [])
+        final: dict[str, Any] = {}
         with rng, self.ledger.phase("eval", self._sync):
-            samples, labels, acceptance = generate(net, self.guidance, self.sampler, self.schedule, cfg.eval_samples,
+            samples, labels, acceptance = generate(net, self.guidance, self.sampler, self.schedule, count,
                                                    self.dataset.num_classes, tuple(self.dataset.image_shape),
                                                    seed=cfg.seed + 12345, device=self.device, dist=self.dist)
             metrics: dict[str, float] = {}
+            metrics_se: dict[str, float] = {}
             if self.dist.main and len(samples):  # rejection may have dropped every sample: nothing to score
                 ref = self.reference()
+                n = cfg.eval_samples
                 for metric in self.metrics:
-                    metrics.update(metric.compute(samples, labels, ref))
+                    metrics.update(metric.compute(samples[:n], labels[:n], ref))
+                    metrics_se.update(metric.standard_errors(samples[:n], labels[:n], ref))
+                if len(samples) > n:
+                    final = {"samples": len(samples), "metrics": {}, "metrics_se": {}}
+                    for metric in self.metrics:
+                        final["metrics"].update(metric.compute(samples, labels, ref))
+                        final["metrics_se"].update(metric.standard_errors(samples, labels, ref))
                 grid = self.dir / "samples" / f"{self.images_seen:09d}.png"
                 save_grid(samples, labels, self.dataset.num_classes, grid, class_names=self.dataset.class_names)
                 copy_file(grid, self.dir / "samples.png", within=self.dir)
         compiled.move_to_compile(self.ledger, getattr(net, "clock", None), "eval")
         ev = {"images_seen": self.images_seen, "step": self.step, "device_seconds": self.ledger.snapshot(),
-              "work": self.work(), "metrics": metrics, "instruments": self.instruments,
+              "work": self.work(), "metrics": metrics, "metrics_se": metrics_se,
+              "samples": min(cfg.eval_samples, len(samples)), "instruments": self.instruments,
               # rejection sampling: the share of draws accepted (None: nothing rejects) and the samples dropped
-              "acceptance_rate": acceptance, "samples_dropped": cfg.eval_samples - len(samples),
+              "acceptance_rate": acceptance, "samples_dropped": count - len(samples),
               "conditioner": self.model.conditioner.diagnostics(),
-              "samples": f"samples/{self.images_seen:09d}.png"}  # the grid saved above: what loggers show
+              "grid": f"samples/{self.images_seen:09d}.png",  # the grid saved above: what loggers show
+              **({"final": final} if final else {})}
         self.evals.append(ev)
         self.event("eval", **ev)
 

@@ -11,6 +11,8 @@ outside plugin can do everything a built-in does. Names resolve on first use, so
 - `json_digest(obj)`, `sha256_file(path)`: stable identities for cache keys and files.
 - `random_shift(x, generator)`: the augmentation the small helper classifiers use.
 - `atomic_write_bytes`, `atomic_write_json`: files written whole or not at all; `warn(message)`: one stderr line.
+- `plugin_options(kind, name)`, `build_plugin(kind, name, options, context)`: another registered plugin's options
+  and an instance of it, for a plugin that wraps one (rejection sampling around any guidance).
 """
 
 from __future__ import annotations
@@ -31,7 +33,27 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "warn": ("protobench.io", "warn"),
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted([*_EXPORTS, "build_plugin", "plugin_options"])
+
+
+def plugin_options(kind: str, name: str) -> dict[str, Any]:
+    """The options of the registered plugin `name` (its keyword parameters with defaults, context excluded)."""
+    from protobench.plugins import CONTEXT_KEYS, get_registry
+    from protobench.plugins import plugin_options as options_of
+
+    return options_of(get_registry().get(kind, name).cls, CONTEXT_KEYS)
+
+
+def build_plugin(kind: str, name: str, options: dict[str, Any], context: dict[str, Any] | None = None) -> Any:
+    """An instance of the registered plugin `name`. String option values are typed by the plugin's defaults,
+    as `-o` values are; an unknown option or a bad value is a UsageError naming it."""
+    from protobench.config import coerce
+    from protobench.plugins import get_registry
+
+    known = plugin_options(kind, name)
+    typed = {key: coerce(value, known[key], f"{kind}.{key}") if isinstance(value, str) and key in known else value
+             for key, value in options.items()}
+    return get_registry().build(kind, name, typed, context or {})
 
 
 def __getattr__(name: str) -> Any:

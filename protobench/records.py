@@ -24,15 +24,37 @@ def primary_key(evals: list[dict[str, Any]], names: tuple[str | None, ...]) -> s
     return next((k for name in filter(None, names) for k in keys if k == name or k.startswith(name + "[")), None)
 
 
-def best_of(evals: list[dict[str, Any]], primary: str | None = None) -> dict[str, Any] | None:
-    """The evaluation with the lowest primary metric (`primary`, else intra-fid, else fid)."""
-    key = primary_key(evals, (primary, *PRIMARY_DEFAULTS))
-    if key is None:
-        return None
-    scored = [e for e in evals if isinstance(e["metrics"].get(key), (int, float)) and math.isfinite(e["metrics"][key])]
+def higher_is_better(key: str) -> bool:
+    """From the metric's registration (class-accuracy, is, cas, ... go up), read without importing the metric
+    or torch; lower is better when it cannot tell."""
+    try:
+        from protobench.plugins import get_registry
+
+        return bool(get_registry().get("metric", key.split("[", 1)[0]).attribute("higher_is_better", False))
+    except Exception:
+        return False
+
+
+def _good(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def best_eval(evals: list[dict[str, Any]], key: str) -> dict[str, Any] | None:
+    """The one definition of "best" in protobench: the evaluation with the best value of `key` in the metric's
+    direction (lowest, or highest for class-accuracy, is, ...); the earliest of equals."""
+    scored = [e for e in evals if _good(e.get("metrics", {}).get(key))]
     if not scored:
         return None
-    best = min(scored, key=lambda e: e["metrics"][key])
+    sign = -1.0 if higher_is_better(key) else 1.0
+    return min(scored, key=lambda e: (sign * e["metrics"][key], e["images_seen"]))
+
+
+def best_of(evals: list[dict[str, Any]], primary: str | None = None) -> dict[str, Any] | None:
+    """The best evaluation of the primary metric (`primary`, else intra-fid, else fid), in its direction."""
+    key = primary_key(evals, (primary, *PRIMARY_DEFAULTS))
+    best = best_eval(evals, key) if key else None
+    if best is None:
+        return None
     ds = best["device_seconds"]
     return {"metric": key, "value": best["metrics"][key], "images_seen": best["images_seen"],
             "device_hours": charged_seconds(ds) / 3600.0,
@@ -93,6 +115,9 @@ def _apply(state: dict[str, Any], ev: dict[str, Any]) -> None:
         state["evals"] = [e for e in state["evals"] if e["images_seen"] <= ev["images_seen"]]
     elif kind == "eval":
         entry = {k: ev[k] for k in ("images_seen", "step", "device_seconds", "metrics")}
+        for optional in ("metrics_se", "samples", "final"):  # each metric's bootstrap error; the samples it was scored on
+            if ev.get(optional) is not None:
+                entry[optional] = ev[optional]
         if ev.get("instruments"):
             entry["instruments"] = dict(ev["instruments"])
         if ev.get("work"):  # machine-independent work: images and FLOPs, prepare apart (report --clock)
@@ -136,6 +161,8 @@ def load_record(run_dir: Path) -> dict[str, Any]:
         "dataset_checksum": meta["dataset_checksum"], "device": meta["device"], "device_seconds": state["seconds"],
         "prepare": state["prepare"], "evals": state["evals"], "best": best_of(state["evals"], meta["config"].get("primary_metric")), "path": str(run_dir),
     }
+    if meta.get("target"):  # the target the dataset's preset declares for its primary metric
+        record["target"] = meta["target"]
     if instruments:
         record["instruments"] = instruments
     if problems or malformed:

@@ -1,10 +1,13 @@
-"""The report: per combination, best FID and device-hours to it over seeds, time to a target, speedup.
+"""The report: per combination, the best primary metric and the work to it over seeds, the work to a target
+fixed before the runs, and each arm against the baseline seed by seed.
 
-Statistics over seeds: the mean and the half-width of its 95% confidence interval from Student's t
-(t_{0.975, m-1} · s / √m). With 5 or more seeds the olympic mean is used, as in the MLPerf training rules:
-the best and the worst value are dropped and the mean and interval are taken over the rest.
-Device-hours are (prepare + train) device-seconds / 3600 at the evaluation in question; they are labelled
-GPU-hours or CPU-hours by the device the runs used, and runs on different device types are never pooled.
+Single arm: mean ± the half-width of its 95% Student-t interval over seeds (stats.summarize). Arm vs baseline:
+paired by seed (stats.paired): the speed-up (baseline work to target / the arm's) and the difference in best
+metric, each with a 95% interval, and the minimum detectable difference. Work to target is interpolated
+linearly in log work between the two evaluations that bracket the crossing (the last one that missed the
+target and the first that reached it); a crossing at the first evaluation takes its work (an upper bound).
+Device-hours are (prepare + train) device-seconds / 3600; they are labelled GPU-hours or CPU-hours by the
+device the runs used, and runs on different device types are never pooled.
 """
 
 from __future__ import annotations
@@ -15,39 +18,17 @@ from pathlib import Path
 from typing import Any
 
 from protobench.errors import UsageError
-from protobench.records import PRIMARY_DEFAULTS, primary_key
+from protobench.records import PRIMARY_DEFAULTS, best_eval, higher_is_better, primary_key
+from protobench.stats import METHOD_NAME, paired, summarize, t_quantile  # noqa: F401 (t_quantile: public)
 from protobench.units import hours_label
 from protobench.vocabulary import AXES, flatten_options
 
-OLYMPIC_MIN_SEEDS = 5
 BASELINE = "random"
-
-
-def t_quantile(df: int, q: float = 0.975) -> float:
-    from scipy.stats import t
-
-    return float(t.ppf(q, df))
-
-
-def summarize(values: list[float]) -> dict[str, Any]:
-    """{mean, ci95, n, olympic}: n counts every seed; mean and ci95 are over the values kept."""
-    vals = sorted(float(v) for v in values)
-    n = len(vals)
-    olympic = n >= OLYMPIC_MIN_SEEDS
-    kept = vals[1:-1] if olympic else vals
-    if not kept:
-        return {"mean": None, "ci95": None, "n": 0, "olympic": False}
-    m = len(kept)
-    mean = sum(kept) / m
-    ci = None
-    if m >= 2:
-        sd = math.sqrt(sum((v - mean) ** 2 for v in kept) / (m - 1))
-        ci = t_quantile(m - 1) * sd / math.sqrt(m)
-    return {"mean": mean, "ci95": ci, "n": n, "olympic": olympic}
-
-
 #: how progress is counted: measured device-hours, or machine-independent work (prepare charged in each)
 CLOCKS = ("device-hours", "images", "flops")
+#: metrics whose expectation does not depend on the number of samples: a target carries over between counts
+UNBIASED = ("intra-kid", "kid")
+INTERPOLATION = "linear in log work between the two evaluations that bracket the crossing"
 
 
 def metric_key(record: dict[str, Any], metric: str | None = None) -> str | None:
@@ -55,17 +36,6 @@ def metric_key(record: dict[str, Any], metric: str | None = None) -> str | None:
     `primary_metric`, else the first of PRIMARY_DEFAULTS it computed."""
     names = (metric,) if metric else (record.get("config", {}).get("primary_metric"), *PRIMARY_DEFAULTS)
     return primary_key(record.get("evals", []), names)
-
-
-def higher_is_better(key: str) -> bool:
-    """From the metric plugin (class-accuracy, is, cas, ... go up); lower is better when it cannot tell."""
-    name = key.split("[", 1)[0]
-    try:
-        from protobench.plugins import get_registry
-
-        return bool(get_registry().get("metric", name).attribute("higher_is_better", False))
-    except Exception:
-        return False
 
 
 def clock_at(ev: dict[str, Any], clock: str = "device-hours", part: str = "total") -> float | None:
@@ -88,35 +58,56 @@ def _good(value: Any) -> bool:
 
 
 def best_point(record: dict[str, Any], key: str, clock: str = "device-hours") -> dict[str, Any] | None:
-    """The run's best evaluation on `key`: its value and the work (clock) spent to reach it."""
-    scored = [e for e in record["evals"] if _good(e["metrics"].get(key))]
-    if not scored:
+    """The run's best evaluation on `key` (records.best_eval): its value and the work (clock) spent to reach it."""
+    best = best_eval(record["evals"], key)
+    if best is None:
         return None
-    sign = -1.0 if higher_is_better(key) else 1.0
-    best = min(scored, key=lambda e: (sign * e["metrics"][key], e["images_seen"]))
     return {"value": best["metrics"][key], "images_seen": best["images_seen"],
             "clock": clock_at(best, clock), "prepare": clock_at(best, clock, "prepare"),
             "device_hours": clock_at(best), "prepare_hours": clock_at(best, "device-hours", "prepare")}
 
 
+def crossing(record: dict[str, Any], target: float, key: str, clock: str = "device-hours") -> dict[str, Any]:
+    """{"work", "kind"}: the work (prepare + train) at which the run first reached `target`, interpolated
+    linearly in log work between the bracketing evaluations; kind is "between" (before the last evaluation),
+    "at_first" (already at the first: its work, an upper bound), "at_last" (only at the last) or "never"."""
+    up = higher_is_better(key)
+    evals = [e for e in sorted(record["evals"], key=lambda e: e["images_seen"]) if _good(e["metrics"].get(key))]
+    for i, ev in enumerate(evals):
+        value = ev["metrics"][key]
+        if not (value >= target if up else value <= target):
+            continue
+        work = clock_at(ev, clock)
+        kind = "at_last" if i == len(evals) - 1 else "at_first" if i == 0 else "between"
+        if i > 0 and work is not None:
+            prev = evals[i - 1]
+            w0, v0 = clock_at(prev, clock), prev["metrics"][key]
+            if w0 and w0 > 0 and work > 0 and v0 != value:
+                f = (v0 - target) / (v0 - value)  # in (0, 1]: the previous evaluation missed the target
+                work = math.exp(math.log(w0) + f * (math.log(work) - math.log(w0)))
+        return {"work": work, "kind": kind}
+    return {"work": None, "kind": "never"}
+
+
 def hours_to_target(record: dict[str, Any], target: float, key: str | None = None,
                     clock: str = "device-hours") -> float | None:
-    """Work (prepare + train; device-hours by default) at the first evaluation that reaches `target`."""
+    """Work (prepare + train; device-hours by default) to `target`, interpolated (see `crossing`)."""
     key = key or metric_key(record)
     if key is None:
         return None
-    up = higher_is_better(key)
-    for ev in sorted(record["evals"], key=lambda e: e["images_seen"]):
-        value = ev["metrics"].get(key)
-        if _good(value) and (value >= target if up else value <= target):
-            return clock_at(ev, clock)
-    return None
+    return crossing(record, target, key, clock)["work"]
+
+
+def _options_agree(row_run: dict[str, Any], base_run: dict[str, Any]) -> bool:
+    """The conditioner options both conditioners have take the same values (e.g. conditioner.dim)."""
+    mine = row_run["config"].get("options", {}).get("conditioner", {})
+    theirs = base_run["config"].get("options", {}).get("conditioner", {})
+    return all(json.dumps(mine[k], default=str) == json.dumps(theirs[k], default=str) for k in set(mine) & set(theirs))
 
 
 def _baseline_key(record: dict[str, Any]) -> str:
-    """Everything that must match between a row and its baseline: all but seed and the conditioner."""
-    import json
-
+    """What must match between a row and its baseline besides the shared conditioner options: all but the
+    seed, the conditioner and its options (those are matched by `_options_agree`)."""
     cfg = dict(record["config"])
     for k in ("seed", "data_root", "conditioner"):
         cfg.pop(k, None)
@@ -124,10 +115,36 @@ def _baseline_key(record: dict[str, Any]) -> str:
     return json.dumps([cfg, record["device"]["type"]], sort_keys=True, default=str)
 
 
+def _baseline_for(row: dict[str, Any], candidates: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The one baseline row whose settings and shared conditioner options match; two are refused in one line."""
+    found = [b for b in candidates if b["_baseline_key"] == row["_baseline_key"]
+             and _options_agree(row["_runs"][0], b["_runs"][0])]
+    if row in found:
+        return row
+    if len(found) > 1:
+        names = "; ".join(sorted(b.get("variant") or b["combination"] for b in found))
+        raise UsageError(f"ambiguous baseline for {row['conditioner']} ({row.get('variant') or row['combination']}): "
+                         f"{len(found)} {BASELINE} rows match ({names}); sweep the option on both arms or report "
+                         "each setting from its own --out")
+    return found[0] if found else None
+
+
+def declared_target(runs: list[dict[str, Any]], key: str) -> dict[str, Any] | None:
+    """The target the runs' dataset preset declares for this metric (written into each run's config.json)."""
+    name = key.split("[", 1)[0]
+    for r in runs:
+        t = r.get("target")
+        if isinstance(t, dict) and t.get("metric") == name and _good(t.get("value")):
+            return t
+    return None
+
+
 def build_rows(records: list[dict[str, Any]], target: float | None = None, metric: str | None = None,
                clock: str = "device-hours") -> list[dict[str, Any]]:
     """One row per (combination, device type, metric key, evaluator) over the completed runs that have the
-    metric. `clock` is what `to_best`, `to_target` and the speed-up count; device-hours are always given."""
+    metric. `clock` is what `to_best`, `to_target` and the speed-up count; every recorded clock is also given
+    under `clocks`. The target is `target` (--target), else the one the dataset's preset declares, else none:
+    it is never taken from the runs it scores."""
     if clock not in CLOCKS:
         raise UsageError(f"unknown clock {clock!r}; known clocks: {', '.join(CLOCKS)}")
     groups: dict[tuple, list[dict[str, Any]]] = {}
@@ -149,6 +166,7 @@ def build_rows(records: list[dict[str, Any]], target: float | None = None, metri
             raise UsageError(f"--clock {clock}: runs {', '.join(missing)} did not record it; "
                              "use --clock device-hours")
         best_stat = summarize([p["value"] for p in best])
+        best_stat["se"] = _mean_se(runs, best, key)
         rows.append({
             "combination": combination, **{a: first[a] for a in AXES},
             "seeds": [r["config"]["seed"] for r in runs], "metric": key, "evaluator": evaluator,
@@ -159,32 +177,110 @@ def build_rows(records: list[dict[str, Any]], target: float | None = None, metri
             "clock": clock, "clock_unit": clock_unit(clock, device_type),
             "to_best": summarize([p["clock"] for p in best]), "prepare": summarize([p["prepare"] for p in best]),
             "images_to_best": summarize([p["images_seen"] for p in best]),
+            "final": _final(runs), "evaluations": summarize([len(r["evals"]) for r in runs]),
             "device_type": device_type, "unit": hours_label(device_type),
             **run_notes(runs),
-            "_runs": runs, "_baseline_key": (_baseline_key(runs[0]), key, evaluator),
+            "_runs": runs, "_best": best, "_baseline_key": _baseline_key(runs[0]) + json.dumps([key, evaluator]),
         })
-    baselines = {row["_baseline_key"]: row for row in rows if row["conditioner"] == BASELINE}
-    for row in rows:
-        base = baselines.get(row["_baseline_key"])
-        row["baseline"] = base["combination"] if base else None
-        row_target = target if target is not None else (_reliable_target(base) if base else None)
-        row["target"] = row_target
-        row["device_hours_to_target"] = _to_target(row["_runs"], row_target, row["metric"])
-        row["to_target"] = _to_target(row["_runs"], row_target, row["metric"], clock)
-        mine = row["to_target"]
-        theirs = _to_target(base["_runs"], row_target, row["metric"], clock) if base else None
-        # a speed-up only where every seed of this row reached the target (a mean over the seeds that
-        # happened to get there would flatter it); the baseline's seeds that never did are left out,
-        # which can only understate the speed-up
-        complete = theirs is not None and (row is base or mine["reached"] == mine["of"])
-        row["speedup_vs_baseline"] = theirs["mean"] / mine["mean"] if (complete and mine["mean"] and theirs["mean"]) else None
     _label_variants(rows)
+    candidates = [row for row in rows if row["conditioner"] == BASELINE]
     for row in rows:
-        del row["_runs"], row["_baseline_key"]
+        base = _baseline_for(row, candidates)
+        row["baseline"] = base["combination"] if base else None
+        declared = declared_target(row["_runs"], row["metric"]) if target is None else None
+        row["target"] = target if target is not None else (declared["value"] if declared else None)
+        row["target_source"] = "flag" if target is not None else "preset" if declared else None
+        if declared:
+            row["target_note"] = declared.get("how")
+            row["target_samples"] = declared.get("samples")
+            counts = {e.get("samples") for r in row["_runs"] for e in r["evals"]} - {None}
+            if declared.get("samples") and counts - {declared["samples"]} and row["metric"].split("[")[0] not in UNBIASED:
+                # a biased metric compared with a target set at another sample count: said, not hidden
+                row["target_note"] = (f"{declared.get('how')}; declared at {declared['samples']} samples, these runs "
+                                      f"evaluate at {', '.join(map(str, sorted(counts)))}: its bias differs")
+        crossings = {c: [crossing(r, row["target"], row["metric"], c) if row["target"] is not None
+                         else {"work": None, "kind": "never"} for r in row["_runs"]] for c in CLOCKS}
+        row["_crossings"] = crossings
+        kinds = [c["kind"] for c in crossings[clock]] if row["target"] is not None else []
+        row["crossings"] = {k: kinds.count(k) for k in ("between", "at_first", "at_last", "never")}
+        row["device_hours_to_target"] = _to_target(crossings["device-hours"], row["target"])
+        row["to_target"] = _to_target(crossings[clock], row["target"])
+        row["clocks"] = {c: {"unit": clock_unit(c, device_type), "to_target": _to_target(crossings[c], row["target"]),
+                             "to_best": summarize([v for v in (clock_at(best_eval(r["evals"], row["metric"]), c)
+                                                               for r in row["_runs"]) if v is not None])}
+                         for c in CLOCKS}
+        row["_base"] = base
+    for row in rows:
+        base = row.pop("_base")
+        row["speedup_vs_baseline"] = None
+        if base is None:
+            continue
+        if row is base:
+            row["speedup_vs_baseline"] = 1.0 if row["target"] is not None and row["crossings"]["never"] == 0 else None
+            continue
+        row["paired"] = _paired(row, base, clock)  # without a target: the difference in best only
+        for c in CLOCKS:
+            row["clocks"][c]["work_ratio"] = _paired(row, base, c)["work_ratio"]
+        p = row["paired"]
+        # a speed-up only where every shared seed of both reached the target: censored seeds are left out of
+        # the ratio, so a speed-up resting on fewer seeds is not shown as one (the counts say why)
+        if p["seeds_reached"] == p["seeds"] and p["seeds"]:
+            row["speedup_vs_baseline"] = p["work_ratio"]["value"]
+    for row in rows:
+        del row["_runs"], row["_baseline_key"], row["_best"], row["_crossings"]
     rows.sort(key=lambda r: (r["device_type"], r["dataset"], r["denoiser"], r["guidance"], r["sampler"],
                              r["conditioner"] != BASELINE, r["conditioner"] != "none", r["conditioner"],
                              r["combination"]))
     return rows
+
+
+def _paired(row: dict[str, Any], base: dict[str, Any], clock: str) -> dict[str, Any]:
+    """The row against its baseline over the seeds both have (same seed: same data order and noise draws)."""
+    mine = {r["config"]["seed"]: (c["work"], p["value"]) for r, c, p in
+            zip(row["_runs"], row["_crossings"][clock], row["_best"], strict=True)}
+    theirs = {r["config"]["seed"]: (c["work"], p["value"]) for r, c, p in
+              zip(base["_runs"], base["_crossings"][clock], base["_best"], strict=True)}
+    seeds = sorted(set(mine) & set(theirs))
+    return paired([theirs[s][0] for s in seeds], [mine[s][0] for s in seeds],
+                  [theirs[s][1] for s in seeds], [mine[s][1] for s in seeds])
+
+
+def _mean_se(runs: list[dict[str, Any]], best: list[dict[str, Any]], key: str) -> float | None:
+    """The mean over seeds of the best evaluation's own standard error (bootstrap over its samples)."""
+    ses = []
+    for r, p in zip(runs, best, strict=True):
+        ev = next((e for e in r["evals"] if e["images_seen"] == p["images_seen"]), None)
+        se = (ev or {}).get("metrics_se", {}).get(key)
+        if _good(se):
+            ses.append(se)
+    return sum(ses) / len(ses) if ses and len(ses) == len(runs) else None
+
+
+def _final(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each metric at the last evaluation (the careful one, when it drew final_eval_samples), over seeds:
+    {key: {mean, ci95, n, se, samples}}."""
+    values: dict[str, list[float]] = {}
+    ses: dict[str, list[float]] = {}
+    samples: set[Any] = set()
+    for r in runs:
+        if not r["evals"]:
+            continue
+        last = max(r["evals"], key=lambda e: e["images_seen"])
+        block = last.get("final") or last
+        samples.add(block.get("samples"))
+        for k, v in block.get("metrics", {}).items():
+            if "/" not in k and _good(v):
+                values.setdefault(k, []).append(v)
+                se = (block.get("metrics_se") or {}).get(k)
+                if _good(se):
+                    ses.setdefault(k, []).append(se)
+    out = {}
+    for k, vals in sorted(values.items()):
+        if len(vals) == len(runs):
+            out[k] = {**summarize(vals), "samples": next(iter(samples)) if len(samples) == 1 else None}
+            if len(ses.get(k, [])) == len(runs):
+                out[k]["se"] = sum(ses[k]) / len(ses[k])
+    return out
 
 
 def run_notes(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -201,14 +297,6 @@ def run_notes(runs: list[dict[str, Any]]) -> dict[str, Any]:
         or any((v or {}).get("pretrained_backbone") for r in runs for v in r.get("prepare", {}).values()
                if isinstance(v, dict)),
     }
-
-
-def _reliable_target(base: dict[str, Any]) -> float:
-    """The default target: the quality every seed of the baseline reached (its worst best), as MLPerf sets a
-    target the reference reaches reliably. The baseline is then 3/3 by construction; another row reaches it
-    only if each of its seeds is at least as good as the baseline's worst."""
-    bests = [best_point(r, base["metric"])["value"] for r in base["_runs"]]
-    return min(bests) if base["higher_is_better"] else max(bests)
 
 
 def _evaluator(record: dict[str, Any]) -> str | None:
@@ -239,41 +327,85 @@ def _label_variants(rows: list[dict[str, Any]]) -> None:
             row["variant"] = " ".join(f"{k}={flat.get(k)}" for k in keys)
 
 
-def _to_target(runs: list[dict[str, Any]], target: float | None, key: str,
-               clock: str = "device-hours") -> dict[str, Any]:
+def _to_target(crossings: list[dict[str, Any]], target: float | None) -> dict[str, Any]:
     if target is None:
-        return {"mean": None, "ci95": None, "n": 0, "olympic": False, "reached": 0, "of": len(runs)}
-    hours = [h for h in (hours_to_target(r, target, key, clock) for r in runs) if h is not None]
-    return {**summarize(hours), "reached": len(hours), "of": len(runs)}
+        return {"mean": None, "ci95": None, "n": 0, "reached": 0, "of": len(crossings)}
+    work = [c["work"] for c in crossings if c["work"] is not None]
+    return {**summarize(work), "reached": len(work), "of": len(crossings)}
 
 
 # ---------------------------------------------------------------------------------------------
 # printing
 
 
+def _num(x: float | None, digits: int = 3) -> str:
+    if x is None:
+        return "—"
+    if abs(x) < 1e-10:  # rounding noise of a spread that is zero
+        x = 0.0
+    if x != 0 and (abs(x) >= 1e5 or abs(x) < 1e-3):
+        return f"{x:.{digits - 1}e}"
+    return f"{x:#.{digits}g}".rstrip(".")  # significant zeros kept: 8.00, not 8
+
+
 def fmt_stat(stat: dict[str, Any], digits: int = 3) -> str:
+    """mean ± 95% half-width, in `digits` significant figures (the half-width in two)."""
     if stat.get("mean") is None:
         return "—"
-    text = f"{stat['mean']:.{digits}f}"
+    text = _num(stat["mean"], digits)
     if stat.get("ci95") is not None:
-        text += f" ± {stat['ci95']:.{digits}f}"
-    return text + (" (olympic)" if stat.get("olympic") else "")
+        text += f"±{_num(stat['ci95'], 2)}"
+    return text
 
 
 def fmt_work(stat: dict[str, Any], clock: str) -> str:
     if clock == "images" and stat.get("mean") is not None:
-        text = f"{stat['mean'] / 1000:,.1f}k"
+        text = f"{stat['mean'] / 1000:.3g}k"
         if stat.get("ci95") is not None:
-            text += f" ± {stat['ci95'] / 1000:,.1f}k"
+            text += f"±{stat['ci95'] / 1000:.2g}k"
         return text
-    if clock == "flops" and stat.get("mean") is not None:
-        text = f"{stat['mean']:.4g}"
-        return text + (f" ± {stat['ci95']:.2g}" if stat.get("ci95") is not None else "")
-    return fmt_stat(stat, 4)
+    return fmt_stat(stat, 3)
 
 
-def render_rows(rows: list[dict[str, Any]], title: str = "protobench report") -> list[Any]:
-    """Rich tables (one per device type and metric) and a legend; the CLI prints them."""
+def fmt_interval(iv: dict[str, Any] | None, ratio: bool = False, digits: int = 3) -> str:
+    """value [low, high]; a ratio gets ×."""
+    if not iv or iv.get("value") is None:
+        return "—"
+    mark = "×" if ratio else ""
+    sign = "" if ratio else "+" if iv["value"] > 0 else ""
+    text = f"{sign}{_num(iv['value'], digits)}{mark}"
+    if iv.get("low") is not None:
+        text += f" [{_num(iv['low'], digits)}, {_num(iv['high'], digits)}]"
+    return text
+
+
+def _crossed(row: dict[str, Any]) -> str:
+    c = row["crossings"]
+    if row["target"] is None:
+        return "—"
+    return f"{c['between'] + c['at_first']}/{c['at_last']}/{c['never']}"
+
+
+def _speedup(row: dict[str, Any], work_ratio: dict[str, Any] | None) -> str:
+    if row["conditioner"] == BASELINE and row.get("baseline") == row["combination"]:
+        return "baseline"
+    if not row.get("paired") or not work_ratio or work_ratio.get("value") is None:
+        return "—"
+    p = row["paired"]
+    text = fmt_interval(work_ratio, ratio=True)
+    if p["seeds_reached"] < p["seeds"]:
+        text += f" ({p['seeds_reached']}/{p['seeds']})"  # censored seeds left out
+    elif row["crossings"]["at_last"]:
+        text += "*"  # rests on crossings at the last evaluation
+    return text
+
+
+def render_rows(rows: list[dict[str, Any]], title: str = "protobench report", clock: str | None = None,
+                wide: bool = False) -> list[Any]:
+    """Rich tables (per device type and metric) and a footnote; the CLI prints them. The default layout fits
+    80 columns (two tables: per arm, and paired against the baseline); `wide` puts everything in one table,
+    with the final evaluation's metrics and, for clock "all", every clock."""
+    from rich import box
     from rich.markup import escape
     from rich.table import Table
     from rich.text import Text
@@ -281,50 +413,107 @@ def render_rows(rows: list[dict[str, Any]], title: str = "protobench report") ->
     if not rows:
         return [Text("no completed runs with a quality metric in this results directory")]
     out: list[Any] = []
+    clocks = list(CLOCKS) if clock == "all" else [clock or rows[0]["clock"]]
     for device_type, key in sorted({(r["device_type"], r["metric"]) for r in rows}):
         group = [r for r in rows if r["device_type"] == device_type and r["metric"] == key]
-        clock, unit = group[0]["clock"], group[0]["clock_unit"]
         arrow = "↑" if group[0]["higher_is_better"] else "↓"
         shared = [a for a in AXES if a != "conditioner" and len({r[a] for r in group}) == 1]
-        setting = ", ".join(f"{a} {group[0][a]}" for a in shared)
-        table = Table(title=f"{title}: {escape(key)} {arrow}, {unit} (mean ± 95% CI over seeds)",
-                      caption=escape(setting), title_justify="left", caption_justify="left")
         varying = [a for a in AXES if a != "conditioner" and a not in shared]
-        for col in (*varying, "conditioner", "seeds"):
-            table.add_column(col, no_wrap=True)  # names stay whole; the numbers wrap on a narrow terminal
-        for col in ("best", "to best", "to target", "speed-up", "prepare"):
-            table.add_column(col, justify="right")
+        setting = ", ".join(f"{a} {group[0][a]}" for a in shared)
+        finals = sorted({k for r in group for k in r["final"] if k != key}) if wide else []
+
+        def table(name: str, varying: list[str] = varying) -> Table:
+            t = Table(title=name, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
+            for col in (*varying, "arm"):
+                t.add_column(col, no_wrap=True, overflow="fold")
+            return t
+
+        def names(r: dict[str, Any], varying: list[str] = varying) -> list[str]:
+            arm = r["conditioner"] + (" †" if r.get("pretrained") else "") + \
+                (f"\n{escape(r['variant'])}" if r.get("variant") else "")
+            return [*(str(r[a]) for a in varying), arm]
+
         accepting = any(r.get("acceptance_rate") for r in group)
         diagnosed = any(r.get("diagnostics") for r in group)
-        if accepting:
-            table.add_column("accepted", justify="right")
-        if diagnosed:
-            table.add_column("conditioner (last eval)")
-        for r in group:
-            tt = r["to_target"]
-            to_target = "—" if r["target"] is None else f"{fmt_work(tt, clock)} [{tt['reached']}/{tt['of']}]"
-            speed = "—" if r["speedup_vs_baseline"] is None else f"{r['speedup_vs_baseline']:.2f}×"
-            conditioner = r["conditioner"] + (" †" if r.get("pretrained") else "") + \
-                (f"\n{escape(r['variant'])}" if r.get("variant") else "")
-            notes = ([fmt_stat(r["acceptance_rate"]) if r.get("acceptance_rate") else "—"] if accepting else []) + \
-                (["\n".join(f"{k} {fmt_stat(v)}" for k, v in (r.get("diagnostics") or {}).items()) or "—"]
-                 if diagnosed else [])
-            table.add_row(*(str(r[a]) for a in varying), conditioner, str(len(r["seeds"])), fmt_stat(r["best"], 2),
-                          fmt_work(r["to_best"], clock), to_target, speed, fmt_work(r["prepare"], clock), *notes)
-        out.append(table)
-        targets = sorted({r["target"] for r in group if r["target"] is not None})
-        at = f" @ {', '.join(f'{t:.2f}' for t in targets)}" if targets else ""
-        out.append(Text(f"best: the best {key} of each seed; to best / to target: {unit} (prepare + train) until then; "
-                        f"target{at} (--target, else the worst best of the random baseline's seeds), [seeds that reached it/seeds]; "
-                        f"speed-up: the baseline's {unit} to target / the row's, only when all its seeds reached it; "
-                        "prepare (e.g. Stage I) is included in every column and also shown apart."
-                        + ("; accepted: the share of draws rejection sampling kept (the rest redrawn, and dropped "
-                           "after 10 rounds)" if accepting else "")
-                        + ("; conditioner: prototype_shift = ‖table − start‖/‖start‖ in diffusion training, "
-                           "stage1_shift the same in Stage I, prototype_geometry = correlation of the table's "
-                           "pairwise distances with the Stage-I class means'" if diagnosed else "")
-                        + ("; †: a pretrained backbone whose pretraining compute is not charged"
-                           if any(r.get("pretrained") for r in group) else "")))
+
+        def notes(r: dict[str, Any], accepting: bool = accepting) -> list[str]:
+            return [fmt_stat(r["acceptance_rate"]) if r.get("acceptance_rate") else "—"] if accepting else []
+
+        def diagnostics(r: dict[str, Any]) -> str:
+            return "\n".join(f"{k} {fmt_stat(v)}" for k, v in (r.get("diagnostics") or {}).items()) or "—"
+
+        head = f"{escape(key)} {arrow} — {escape(setting)}"
+        if wide:
+            t = table(f"{title}: {head}")
+            cols = ["n", "best", "best se", f"prepare ({clock_unit(group[0]['clock'], device_type)})"]
+            for c in clocks:
+                cols += [f"to target ({clock_unit(c, device_type)})", f"speed-up ({clock_unit(c, device_type)})"]
+            cols += ["crossed", "Δbest [95%]", "mde", *(f"final {escape(k.split('[', 1)[0])}" for k in finals)]
+            cols += ["accepted"] if accepting else []
+            for col in cols:
+                t.add_column(col, justify="right", no_wrap=True)
+            if diagnosed:
+                t.add_column("conditioner (last eval)", no_wrap=True)
+            for r in group:
+                cells = [str(len(r["seeds"])), fmt_stat(r["best"]), _num(r["best"].get("se"), 2),
+                         fmt_work(r["prepare"], r["clock"])]
+                for c in clocks:
+                    cells += [fmt_work(r["clocks"][c]["to_target"], c),
+                              _speedup(r, r["clocks"][c].get("work_ratio") or (r.get("paired") or {}).get("work_ratio")
+                                       if c == r["clock"] else r["clocks"][c].get("work_ratio"))]
+                p = r.get("paired") or {}
+                cells += [_crossed(r), fmt_interval(p.get("best_difference")), _num(p.get("mde"), 2)]
+                for k in finals:
+                    f = r["final"].get(k)
+                    cells.append(fmt_stat(f) + (f" (se {_num(f['se'], 2)})" if f and f.get("se") is not None else "")
+                                 if f else "—")
+                t.add_row(*names(r), *cells, *notes(r), *([diagnostics(r)] if diagnosed else []))
+            out.append(t)
+        else:
+            t = table(f"{title}: {head}, mean±95% CI")
+            unit = clock_unit(clocks[0], device_type)
+            for col in ("n", "best", "se", f"to target, {unit}", "crossed", *(["accepted"] if accepting else [])):
+                t.add_column(col, justify="right", no_wrap=True)
+            for r in group:
+                t.add_row(*names(r), str(len(r["seeds"])), fmt_stat(r["best"]), _num(r["best"].get("se"), 2),
+                          fmt_work(r["clocks"][clocks[0]]["to_target"], clocks[0]), _crossed(r), *notes(r))
+            out.append(t)
+            if diagnosed:  # multi-line text: a table of its own, so the numbers above stay within 80 columns
+                t = table("the conditioner at the last evaluation")
+                t.add_column("diagnostics", no_wrap=True)
+                for r in group:
+                    t.add_row(*names(r), diagnostics(r))
+                out.append(t)
+            for c in clocks:
+                t = table(f"paired with {BASELINE}, seed by seed ({clock_unit(c, device_type)})")
+                for col in ("speed-up [95%]", "Δbest [95%]", "mde"):
+                    t.add_column(col, justify="right", no_wrap=True)
+                for r in group:
+                    p = r.get("paired") or {}
+                    t.add_row(*names(r), _speedup(r, r["clocks"][c].get("work_ratio")),
+                              fmt_interval(p.get("best_difference")), _num(p.get("mde"), 2))
+                out.append(t)
+        targets = sorted({(r["target"], r["target_source"], r.get("target_note")) for r in group
+                          if r["target"] is not None}, key=str)
+        if targets:
+            at = "; ".join(f"{_num(v, 4)} ({src}{': ' + note if note else ''})" for v, src, note in targets)
+        else:
+            at = "none (pass --target, or declare one in the dataset's preset): no work to target, no speed-up"
+        out.append(Text(
+            f"best: each seed's best {key} (its bootstrap se beside it). target {at}. "
+            f"to target: work (prepare + train) until the target, interpolated {INTERPOLATION}. "
+            "crossed: seeds that reached it before the last evaluation / only at the last / never. "
+            "speed-up: the baseline's work to target / the arm's, geometric mean over the seeds both reached "
+            "(> 1: faster; * rests on last-evaluation crossings; (k/n): only k of n seeds reached it). "
+            f"Δbest: arm − baseline best. Intervals: {METHOD_NAME}, 95%. mde: the Δbest a 5% paired t-test "
+            "detects with 80% power at this many seeds. Stage I (prepare) is charged in every clock."
+            + (" accepted: the share of draws rejection sampling kept (the rest redrawn, and dropped after 10 "
+               "rounds)." if accepting else "")
+            + (" conditioner: prototype_shift = ‖table − start‖/‖start‖ in diffusion training, stage1_shift the "
+               "same in Stage I, prototype_geometry = correlation of the table's pairwise distances with the "
+               "Stage-I class means'." if diagnosed else "")
+            + (" †: a pretrained backbone whose pretraining compute is not charged."
+               if any(r.get("pretrained") for r in group) else "")))
     return out
 
 
@@ -365,11 +554,15 @@ def _label(row: dict[str, Any]) -> tuple:
 
 
 def _mark(a: dict[str, Any], b: dict[str, Any], higher_is_better: bool = False) -> str:
-    """Lower is better for hours and most metrics; overlapping 95% intervals are within noise."""
+    """Lower is better for hours and most metrics; overlapping 95% intervals (over seeds), or for single runs a
+    difference within 1.96 combined bootstrap standard errors of the evaluations, are within noise."""
     if a["mean"] is None or b["mean"] is None:
         return "?"
     if a.get("ci95") is not None and b.get("ci95") is not None:
         if abs(a["mean"] - b["mean"]) <= a["ci95"] + b["ci95"]:
+            return "within noise"
+    elif a.get("se") is not None and b.get("se") is not None:  # single runs: each evaluation's own bootstrap error
+        if abs(a["mean"] - b["mean"]) <= 1.96 * math.hypot(a["se"], b["se"]):
             return "within noise"
     if b["mean"] == a["mean"]:
         return "same"

@@ -119,6 +119,15 @@ class Cluster:
         raise RuntimeError(f"the node did not come up: sinfo says {state!r}; see {self.root}/*.log")
 
     def stop(self) -> None:
+        env = {**os.environ, **self.env}
+        if self.procs:  # jobs first: a job still completing when slurmd stops would leave its slurmstepd behind
+            subprocess.run(["scancel", "--full", "--partition", self.partition], env=env, capture_output=True)
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                got = subprocess.run(["squeue", "-h", "-o", "%i"], env=env, capture_output=True, text=True)
+                if got.returncode != 0 or not got.stdout.strip():
+                    break
+                time.sleep(0.5)
         for _name, pid_file in reversed(self.procs):
             try:
                 pid = int(pid_file.read_text().split()[0])

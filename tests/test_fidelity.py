@@ -235,3 +235,35 @@ def test_every_option_in_the_deviations_table_is_accepted_by_protobench_run(comm
     assert argv[:2] == ["protobench", "run"], command
     ctx = main.commands["run"].make_context("run", argv[2:])
     build_config(collect_user(ctx.params), get_registry())  # raises UsageError on an unknown option or value
+
+
+# -- the official training options ------------------------------------------------------------------
+
+
+def test_warmup_cosine_schedule_rises_to_the_multiplier_then_decays():
+    from protobench.config import RunConfig, lr_at
+
+    cfg = RunConfig(lr=2e-4, lr_schedule="warmup-cosine", warmup_multiplier=2.5, warmup_share=0.05,
+                    budget=100 * 128, batch_size=128)  # 100 steps, 5 of warm-up
+    lrs = [lr_at(cfg, s) for s in range(100)]
+    assert lrs[0] == pytest.approx(2e-4) and lrs[5] == pytest.approx(5e-4)  # train.py --multiplier 2.5
+    assert all(a < b for a, b in zip(lrs[:5], lrs[1:6], strict=True))
+    assert all(a > b for a, b in zip(lrs[5:-1], lrs[6:], strict=True))
+    assert 0 < lrs[-1] < 0.05 * 5e-4  # CosineAnnealingLR(T_max = all steps) ends near, not at, 0
+    assert lr_at(RunConfig(lr=2e-4), 50) == 2e-4  # the default: the paper's fixed rate
+
+
+def test_the_official_training_options_run_and_keep_the_default_run_ids(workspace):
+    from protobench.config import RunConfig
+
+    record = run(workspace, "--conditioner", "random", "-o", "guidance.guidance_scale=1.8", "-o", "weight_decay=1e-4",
+                 "-o", "lr_schedule=warmup-cosine", "-o", "small_t_share=0.1", "-o", "ema_decay=0",
+                 "-o", "denoiser.join=mlp", "-o", "conditioner.null=zero", *NO_METRIC)
+    assert record["status"] == "completed"
+    assert record["config"]["lr_schedule"] == "warmup-cosine" and record["config"]["small_t_share"] == 0.1
+    ema = checkpoint(record)
+    for key in [k for k in ema if k.startswith("ema.denoiser.")][:5]:  # ema_decay=0: the EMA is the model
+        torch.testing.assert_close(ema[key], ema["model." + key[len("ema."):]])
+    # options added later are left out of the hash at their defaults: earlier runs keep their ids
+    assert RunConfig(conditioner="proto-frozen", seed=2).run_id() == "digits-proto-frozen-cfg-s2-4e2365f8"  # before
+    assert RunConfig().hash() != RunConfig(small_t_share=0.1).hash()

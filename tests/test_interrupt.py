@@ -72,3 +72,22 @@ def test_sigint_before_the_first_evaluation_checkpoints_and_the_rerun_resumes(tm
     assert after and min(after) > stop["images_seen"]
     record = json.loads(again.stdout)
     assert record["status"] == "completed" and record["evals"][-1]["images_seen"] == 8192
+
+
+@pytest.mark.slow
+def test_stop_after_stops_at_that_point_like_ctrl_c_and_the_rerun_finishes(tmp_path, env):
+    """`--stop-after IMAGES`: the run, not a signal, chooses where to stop (checkpoint, one line, exit 130)."""
+    args = [*TINY, "--budget", "256", "--eval-every", "128", "--out", str(tmp_path / "out")]
+    cmd = [sys.executable, "-m", "protobench.cli", "run", *args]
+    stopped = subprocess.run([*cmd, "--stop-after", "64"], env=env, capture_output=True, text=True, timeout=600)
+    assert stopped.returncode == 130, stopped.stderr[-2000:]
+    (line,) = [line for line in stopped.stderr.splitlines() if line.startswith("interrupted")]
+    assert "at 64 images" in line and "--stop-after" not in line.split("resume with:")[1]
+    (events,) = (tmp_path / "out" / "runs").glob("*/events.jsonl")
+    assert [(e["event"], e["images_seen"]) for e in read_events(events) if e["event"] == "interrupted"] == [
+        ("interrupted", 64)]
+    done = subprocess.run([*cmd, "--json"], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    record = json.loads(done.stdout)
+    assert record["status"] == "completed" and [e["images_seen"] for e in record["evals"]] == [128, 256]
+    assert any(e["event"] == "resume" and e["images_seen"] == 64 for e in read_events(events))

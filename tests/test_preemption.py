@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,9 +18,13 @@ import pytest
 from protobench.checkpoints import load_latest
 from protobench.io import read_events
 
-TINY = ["--budget", "8192", "--eval-every", "8192", "--eval-samples", "20", "-o", "batch_size=32",
+# long enough that a run signalled at its first logged steps is far from done, even on a fast machine
+TINY = ["--budget", "24576", "--eval-every", "24576", "--eval-samples", "20", "-o", "batch_size=32",
         "-o", "denoiser.base_channels=8", "-o", "denoiser.num_res_blocks=1", "-o", "sampler.steps=3",
         "--metric", "fid", "-o", "log_every=2"]
+
+# the full-disk run checkpoints every other step: the disk fills long before 8,192 images
+SHORT = ["--budget", "8192", "--eval-every", "8192", *TINY[4:]]
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_interrupt import wait_for  # noqa: E402
@@ -35,6 +40,13 @@ def logged(runs: Path, kind: str, at_least: int = 0):
     return found
 
 
+def status(out: Path, env: dict[str, str]) -> list[dict]:
+    got = subprocess.run([sys.executable, "-m", "protobench.cli", "status", "--out", str(out), "--json"], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert got.returncode == 0, got.stderr[-2000:]
+    return json.loads(got.stdout)
+
+
 @pytest.mark.slow
 def test_sigterm_checkpoints_says_so_in_one_line_and_the_rerun_resumes(tmp_path):
     out = tmp_path / "out"
@@ -43,6 +55,8 @@ def test_sigterm_checkpoints_says_so_in_one_line_and_the_rerun_resumes(tmp_path)
     cmd = [sys.executable, "-m", "protobench.cli", "run", *TINY, "--out", str(out)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     events = wait_for(logged(out / "runs", "loss", 256), proc, "training started")
+    [row] = status(out, env)
+    assert row["state"] == "running" and row["where"] == socket.gethostname() and row["since"], row
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 130, stderr[-2000:]  # interrupted, resumable
@@ -50,11 +64,13 @@ def test_sigterm_checkpoints_says_so_in_one_line_and_the_rerun_resumes(tmp_path)
     assert len(lines) == 1 and "saved checkpoint" in lines[0] and "resume with" in lines[0], stderr[-2000:]
     assert "SIGTERM" in stderr and "Traceback" not in stderr
     stop = next(e for e in read_events(events) if e["event"] == "interrupted")
-    assert 0 < stop["images_seen"] < 8192 and (events.parent / "checkpoints" / stop["checkpoint"]).exists()
+    assert 0 < stop["images_seen"] < 24576 and (events.parent / "checkpoints" / stop["checkpoint"]).exists()
+    [row] = status(out, env)
+    assert row["state"] == "interrupted" and row["images_seen"] == stop["images_seen"], row
 
     again = subprocess.run([*cmd, "--json"], env=env, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert f"from its checkpoint at {stop['images_seen']:,} of 8,192 images" in again.stderr
+    assert f"from its checkpoint at {stop['images_seen']:,} of 24,576 images" in again.stderr
     log = read_events(events)
     resumed = next(e for e in log if e["event"] == "resume")
     after = [e["images_seen"] for e in log[log.index(resumed):] if e["event"] == "loss"]
@@ -98,7 +114,7 @@ def test_a_full_disk_is_one_line_keeps_the_last_good_checkpoint_and_resumes_when
     out = small_disk / "out"
     env = {**os.environ, "PROTOBENCH_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1",
            "PROTOBENCH_CHECKPOINT_SECONDS": "0"}  # a checkpoint at every logged step: the disk fills during one
-    cmd = [sys.executable, "-m", "protobench.cli", "run", *TINY, "--out", str(out)]
+    cmd = [sys.executable, "-m", "protobench.cli", "run", *SHORT, "--out", str(out)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     events = wait_for(logged(out / "runs", "checkpoint"), proc, "the first checkpoint")
     filler = fill(small_disk)

@@ -68,7 +68,7 @@ class Stage1Embedding(ClassEmbedding):
         meta = result.meta
         pretrained = None
         if self.stage1.backbone_weights:  # its pretraining's compute is not charged: say so in the record
-            from protobench.cache import sha256_file
+            from protobench.kit import sha256_file
 
             pretrained = {"file": self.stage1.backbone_weights,
                           "sha256": sha256_file(self.stage1.backbone_weights), "compute_charged": False}

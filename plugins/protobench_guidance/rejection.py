@@ -18,13 +18,11 @@ from protobench_guidance.feature import FeatureGuidance
 def build_base(base: str, num_classes: int, guidance_scale: float, base_options: tuple[str, ...]) -> Guidance:
     """The wrapped guidance, built through the registry like any plugin: its options are `key=value` strings,
     typed by its own defaults; `guidance_scale` is passed on when it takes one."""
-    from protobench.config import coerce
-    from protobench.plugins import CONTEXT_KEYS, get_registry, plugin_options
+    from protobench.kit import build_plugin, plugin_options
 
     if base == RejectionSampling.name:
         raise ValueError("base must be another guidance, not rejection itself")
-    registry = get_registry()
-    known = plugin_options(registry.get("guidance", base).cls, CONTEXT_KEYS)
+    known = plugin_options("guidance", base)
     options: dict[str, Any] = {}
     for pair in base_options:
         key, sep, value = pair.partition("=")
@@ -32,10 +30,10 @@ def build_base(base: str, num_classes: int, guidance_scale: float, base_options:
         if not sep or key not in known:
             raise ValueError(f"base_options: {pair!r} is not key=value for one of {base}'s options "
                              f"({', '.join(sorted(known)) or 'none'})")
-        options[key] = coerce(value.strip(), known[key], f"guidance.base_options {key}")
+        options[key] = value.strip()
     if "guidance_scale" in known:
         options.setdefault("guidance_scale", guidance_scale)
-    return registry.build("guidance", base, options, {"num_classes": num_classes})
+    return build_plugin("guidance", base, options, {"num_classes": num_classes})
 
 
 class RejectionSampling(Guidance):

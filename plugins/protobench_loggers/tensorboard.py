@@ -48,7 +48,7 @@ class TensorBoardLogger(Logger):
             seconds = event.get("device_seconds") or {}
             if "train" in seconds:
                 self.writer.add_scalar("work/device_hours", (seconds.get("prepare", 0.0) + seconds["train"]) / 3600, step)
-            grid = self.run_dir / event["samples"] if event.get("samples") else None
+            grid = self.run_dir / event["grid"] if event.get("grid") else None
             if grid is not None and grid.is_file():
                 import numpy as np
                 from PIL import Image

@@ -57,6 +57,16 @@ class ClassAccuracy(Metric):
                 out[f"{key}/{k}"] = float(hits[mask].mean())
         return out
 
+    def standard_errors(self, samples: Tensor, labels: Tensor, reference: Reference) -> dict[str, float]:
+        from protobench_metrics import bootstrap
+
+        dataset = reference.dataset
+        labels = _check(self.name, samples, labels, dataset.num_classes)
+        net, _meta = domain_evaluator(reference)
+        hits = (predict(net, dataset.resize(samples.cpu())) == labels).double().numpy()
+        idx = bootstrap.rng().integers(0, len(hits), size=(bootstrap.REPLICATES, len(hits)))
+        return {f"class-accuracy[{dataset.name}-evaluator]": bootstrap.se(hits[idx].mean(axis=1))}
+
 
 def resnet18_small(in_channels: int, num_classes: int) -> nn.Module:
     """timm's ResNet-18, randomly initialised, with a 3×3 stride-1 stem and no max-pool for small images."""

@@ -13,6 +13,7 @@ import numpy as np
 from torch import Tensor
 
 from protobench import Metric, Reference, UsageError
+from protobench_metrics import bootstrap
 from protobench_metrics.evaluator import one_thread
 from protobench_metrics.extractors import (
     Extractor,
@@ -43,6 +44,15 @@ class FidelityMetric(Metric):
 
     def instruments(self, reference: Reference) -> dict[str, str]:
         return extractor_instruments(reference, self.inception_weights)
+
+    def feature_dimension(self, reference: Reference) -> int:
+        """Inception's pool features (2048), else the domain evaluator's (4 × width), known without building it."""
+        from protobench_metrics.evaluator import evaluator_options
+        from protobench_metrics.extractors import inception_weights_path
+
+        if inception_weights_path(self.inception_weights, reference) is not None:
+            return 2048
+        return 4 * int(evaluator_options(reference.dataset)["width"])
 
     def instrument_details(self, reference: Reference) -> dict[str, dict]:
         return instrument_details(reference, self.inception_weights)
@@ -80,9 +90,20 @@ class FID(FidelityMetric):
         with one_thread(feats.shape[1] <= 512):
             return {f"fid[{ext.label}]": frechet_distance(fid_statistics(feats), _real_stats(real))}
 
+    def standard_errors(self, samples: Tensor, labels: Tensor, reference: Reference) -> dict[str, float]:
+        ext, fake, real = self.features(samples, labels, reference)
+        stats = _real_stats(real)
+        with one_thread(fake[ext.layer("fid")].shape[1] <= 512):
+            reps = bootstrap.frechet_replicates(fake[ext.layer("fid")].numpy(), stats["mu"], stats["sigma"],
+                                                bootstrap.rng())
+        return {f"fid[{ext.label}]": bootstrap.se(reps)}
+
 
 class KID(FidelityMetric):
-    """Kernel distance (unbiased MMD², cubic polynomial kernel), mean over random subsets."""
+    """Kernel distance (unbiased MMD², cubic polynomial kernel), mean over random subsets.
+
+    `kid-std` is torch-fidelity's spread over the subsets: with no more samples than kid_subset_size every
+    subset holds all of them, so it reflects re-drawing the real set only; the samples' error is metrics_se."""
 
     name = "kid"
     higher_is_better = False
@@ -110,6 +131,17 @@ class KID(FidelityMetric):
                                              rng_seed=reference.seed, verbose=False)
         return {f"kid[{ext.label}]": float(out[KEY_METRIC_KID_MEAN]),
                 f"kid-std[{ext.label}]": float(out[KEY_METRIC_KID_STD])}
+
+    def standard_errors(self, samples: Tensor, labels: Tensor, reference: Reference) -> dict[str, float]:
+        # kid-std is the spread over subsets, which at <= kid_subset_size samples re-draws only the real set;
+        # this is the error from the samples themselves (all fakes against all reals, unbiased MMD²)
+        ext, fake, real = self.features(samples, labels, reference)
+        layer = ext.layer("kid")
+        f, r = fake[layer].numpy(), real[layer].numpy()
+        with one_thread(f.shape[1] <= 512):
+            reps = bootstrap.mmd2_replicates(bootstrap.poly_kernel(f, f), bootstrap.poly_kernel(f, r),
+                                             bootstrap.real_term(bootstrap.poly_kernel(r, r)), bootstrap.rng())
+        return {f"kid[{ext.label}]": bootstrap.se(reps)}
 
 
 class InceptionScore(FidelityMetric):
@@ -178,6 +210,9 @@ class FIDPerClass(FidelityMetric):
     needs_labels = True
     min_samples_per_class = 2
 
+    def per_class_dimension(self, reference: Reference) -> int:
+        return self.feature_dimension(reference)  # each class's covariance: full rank only from this many samples
+
     def per_class(self, samples: Tensor, labels: Tensor, reference: Reference) -> tuple[str, dict[int, float]]:
         """(extractor label, {class: FID of its samples against its real images})."""
         ext, fake, real = self.features(samples, labels, reference)
@@ -199,6 +234,27 @@ class FIDPerClass(FidelityMetric):
         out = {f"fid-per-class[{label}]/{k}": v for k, v in values.items()}
         return {f"fid-per-class[{label}]": float(np.mean(list(values.values()))), **out}
 
+    def class_replicates(self, samples: Tensor, labels: Tensor, reference: Reference) -> tuple[str, np.ndarray]:
+        """(extractor label, replicates of the mean over classes): each class's samples resampled on their own."""
+        ext, fake, real = self.features(samples, labels, reference)
+        layer = ext.layer("fid")
+        labels = labels.cpu()
+        gen, per_class = bootstrap.rng(), []
+        for k in range(reference.dataset.num_classes):
+            mine, theirs = fake[layer][labels == k], real[layer][real["labels"] == k]
+            if len(mine) < 2 or len(theirs) < 2:
+                continue
+            stats = fid_statistics(theirs)
+            with one_thread(mine.shape[1] <= 512):
+                per_class.append(bootstrap.frechet_replicates(mine.numpy(), stats["mu"], stats["sigma"], gen))
+        if not per_class:
+            raise UsageError(f"{self.name} needs at least 2 samples of some class")
+        return ext.label, np.mean(per_class, axis=0)
+
+    def standard_errors(self, samples: Tensor, labels: Tensor, reference: Reference) -> dict[str, float]:
+        label, reps = self.class_replicates(samples, labels, reference)
+        return {f"{self.name}[{label}]": bootstrap.se(reps)}
+
 
 class IntraFID(FIDPerClass):
     """Intra-class FID (Miyato & Koyama 2018): the mean over classes of each class's FID.
@@ -214,3 +270,41 @@ class IntraFID(FIDPerClass):
             missing = sorted(set(range(reference.dataset.num_classes)) - set(values))
             raise UsageError(f"intra-fid needs at least 2 samples of every class; none for {missing}")
         return {f"intra-fid[{label}]": float(np.mean(list(values.values())))}
+
+
+class IntraKID(FidelityMetric):
+    """Intra-class KID: the mean over classes of the unbiased MMD² (KID's cubic kernel) between each class's
+    samples and that class's real images, all against all (no subsets, no covariance).
+
+    Unbiased at any number of samples per class, so values at different sample counts estimate the same thing
+    (intra-fid's bias grows as the count falls); its noise does not vanish, and its standard error says how big."""
+
+    name = "intra-kid"
+    higher_is_better = False
+    needs_labels = True
+    min_samples_per_class = 2
+
+    def _classes(self, samples: Tensor, labels: Tensor, reference: Reference):
+        ext, fake, real = self.features(samples, labels, reference)
+        layer = ext.layer("kid")
+        labels = labels.cpu()
+        kernels = []
+        for k in range(reference.dataset.num_classes):
+            mine = fake[layer][labels == k].numpy()
+            theirs = real[layer][real["labels"] == k].numpy()
+            if len(mine) < 2 or len(theirs) < 2:
+                raise UsageError(f"intra-kid needs at least 2 samples of every class; class {k} has {len(mine)}")
+            with one_thread(mine.shape[1] <= 512):
+                kernels.append((bootstrap.poly_kernel(mine, mine), bootstrap.poly_kernel(mine, theirs),
+                                bootstrap.real_term(bootstrap.poly_kernel(theirs, theirs))))
+        return ext.label, kernels
+
+    def compute(self, samples: Tensor, labels: Tensor, reference: Reference) -> dict[str, float]:
+        label, kernels = self._classes(samples, labels, reference)
+        return {f"intra-kid[{label}]": float(np.mean([bootstrap.mmd2_unbiased(*k) for k in kernels]))}
+
+    def standard_errors(self, samples: Tensor, labels: Tensor, reference: Reference) -> dict[str, float]:
+        label, kernels = self._classes(samples, labels, reference)
+        gen = bootstrap.rng()
+        reps = np.mean([bootstrap.mmd2_replicates(*k, gen) for k in kernels], axis=0)
+        return {f"intra-kid[{label}]": bootstrap.se(reps)}

@@ -9,6 +9,7 @@ METRICS = {
     "precision-recall": ("protobench_metrics.fidelity_metrics:PrecisionRecall", True),
     "fid-per-class": ("protobench_metrics.fidelity_metrics:FIDPerClass", False),
     "intra-fid": ("protobench_metrics.fidelity_metrics:IntraFID", False),
+    "intra-kid": ("protobench_metrics.fidelity_metrics:IntraKID", False),
     "class-accuracy": ("protobench_metrics.classifier_metrics:ClassAccuracy", True),
     "cas": ("protobench_metrics.classifier_metrics:CAS", True),
 }

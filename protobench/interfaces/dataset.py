@@ -43,6 +43,9 @@ class Dataset(ABC):
 
     name: ClassVar[str]
     presets: ClassVar[dict[str, Any]] = {}
+    #: the target for the primary metric, measured before the scored runs: {"metric", "value", "samples", "how"};
+    #: written into each run's config.json, it is the report's default target (`report --target` overrides)
+    target: ClassVar[dict[str, Any] | None] = None
     #: options for the domain evaluator the metrics train on this dataset (see protobench_metrics)
     evaluator_options: ClassVar[dict[str, Any]] = {}
 

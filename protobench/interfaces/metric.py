@@ -35,6 +35,11 @@ class Metric:
     #: samples each class needs (per-class statistics); the run refuses fewer before it starts
     min_samples_per_class: ClassVar[int] = 0
 
+    def per_class_dimension(self, reference: Reference) -> int:
+        """Samples per class the final evaluation needs for a per-class covariance of full rank (the feature
+        dimension of per-class Fréchet metrics); 0 when the metric has no such need."""
+        return 0
+
     def prepare(self, reference: Reference) -> None:  # noqa: B027 - optional hook
         """Optional: build what the metric measures with (train/load the evaluator, real statistics).
 
@@ -52,3 +57,8 @@ class Metric:
 
     def compute(self, samples: Tensor, labels: Tensor, reference: Reference) -> dict[str, float]:  # pragma: no cover
         raise NotImplementedError
+
+    def standard_errors(self, samples: Tensor, labels: Tensor, reference: Reference) -> dict[str, float]:
+        """Optional: {key: standard error} of `compute`'s values on these samples, by bootstrap over the samples'
+        features (resampling, no new sampling); stored as the eval event's `metrics_se`. Empty when unknown."""
+        return {}

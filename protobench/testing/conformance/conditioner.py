@@ -21,6 +21,7 @@ from protobench.testing.conformance._base import (
     round_trip,
 )
 from protobench.testing.tiny import tiny_config
+from protobench.vocabulary import flatten_options
 
 
 class ConditionerTests(PluginTests, ModuleChecks):
@@ -161,7 +162,7 @@ class ConditionerTests(PluginTests, ModuleChecks):
         """A tiny run with this conditioner completes; its prepare stage is booked under `prepare`."""
         from protobench.engine import Run
 
-        user = {"conditioner": self.plugin_name, "metrics": "none", **{f"conditioner.{k}": v for k, v in self.options.items()}}
+        user = {"conditioner": self.plugin_name, "metrics": "none", **flatten_options({"conditioner": self.options})}
         record = Run(tiny_config(plugin_registry, **user), plugin_registry, tmp_path / "out", show_progress=False).execute()
         assert record["status"] == "completed", record.get("error")
         assert record["evals"], "the run evaluated nothing"

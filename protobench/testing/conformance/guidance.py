@@ -11,6 +11,7 @@ import torch
 from protobench.interfaces import NULL_LABEL, Guidance
 from protobench.testing.conformance._base import PluginTests, overrides, prepare_context
 from protobench.testing.tiny import tiny_config, tiny_net
+from protobench.vocabulary import flatten_options
 
 
 class GuidanceTests(PluginTests):
@@ -76,7 +77,7 @@ class GuidanceTests(PluginTests):
         """A tiny run sampling through this guidance completes; its prepare stage is booked under `prepare`."""
         from protobench.engine import Run
 
-        user = {"guidance": self.plugin_name, "metrics": "none", **{f"guidance.{k}": v for k, v in self.options.items()}}
+        user = {"guidance": self.plugin_name, "metrics": "none", **flatten_options({"guidance": self.options})}
         record = Run(tiny_config(plugin_registry, **user), plugin_registry, tmp_path / "out", show_progress=False).execute()
         assert record["status"] == "completed", record.get("error")
         if plugin_registry.get("guidance", self.plugin_name).cls.prepares:

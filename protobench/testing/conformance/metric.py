@@ -55,3 +55,11 @@ class MetricTests(PluginTests):
         for key, value in on_real.items():
             better = value > on_noise[key] if metric.higher_is_better else value < on_noise[key]
             assert better, f"{key}: real {value} vs noise {on_noise[key]} (higher_is_better={metric.higher_is_better})"
+
+    def test_standard_errors(self, metric, reference, real):
+        """`standard_errors` (optional) names only keys `compute` returns, each a finite value >= 0."""
+        values = metric.compute(real.images, real.labels, reference)
+        errors = metric.standard_errors(real.images, real.labels, reference)
+        assert isinstance(errors, dict) and set(errors) <= set(values), f"{set(errors) - set(values)} not computed"
+        for key, se in errors.items():
+            assert isinstance(se, float) and math.isfinite(se) and se >= 0, f"{key}: se = {se!r}"
