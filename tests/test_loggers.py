@@ -16,7 +16,7 @@ from protobench.errors import UsageError
 from protobench.testing import TINY_RUN_ARGS
 
 SMALL = ("-o", "denoiser.base_channels=8", "-o", "denoiser.num_res_blocks=1", "-o", "sampler.steps=3",
-         "--metric", "intra-fid", "--metric", "fid", "-o", "log_every=1")
+         "--metric", "intra-fid", "--metric", "fid", "-o", "primary_metric=intra-fid", "-o", "log_every=1")
 
 
 def run(out: Path, *args: str):
