@@ -300,11 +300,11 @@ class Run:
         if state is None:
             self.event("start", device=device_info(self.device, self.dist.world))
             pctx = self.prepare_context()
-            if type(model.conditioner).prepare is not Conditioner.prepare:
+            if type(model.conditioner).prepare is not Conditioner.prepare:  # a conditioner without one is charged 0
                 self.event("stage", name=model.conditioner.prepare_stage)
                 self.say(f"{self.cfg.conditioner}: prepare (e.g. Stage I) ...")
-            with self.ledger.phase("prepare", self._sync):
-                model.conditioner.prepare(pctx)
+                with self.ledger.phase("prepare", self._sync):
+                    model.conditioner.prepare(pctx)
             self.ledger.add("prepare", pctx.cached_device_seconds)
             self._add_prepare_work(pctx)
             model.to(self.device)
