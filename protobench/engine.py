@@ -300,11 +300,11 @@ class Run:
         if state is None:
             self.event("start", device=device_info(self.device, self.dist.world))
             pctx = self.prepare_context()
-            if type(model.conditioner).prepare is not Conditioner.prepare:
+            if type(model.conditioner).prepare is not Conditioner.prepare:  # a conditioner without one is charged 0
                 self.event("stage", name=model.conditioner.prepare_stage)
                 self.say(f"{self.cfg.conditioner}: prepare (e.g. Stage I) ...")
-            with self.ledger.phase("prepare", self._sync):
-                model.conditioner.prepare(pctx)
+                with self.ledger.phase("prepare", self._sync):
+                    model.conditioner.prepare(pctx)
             self.ledger.add("prepare", pctx.cached_device_seconds)
             self._add_prepare_work(pctx)
             model.to(self.device)
@@ -566,17 +566,30 @@ class Run:
                                                    seed=cfg.seed + 12345, device=self.device, dist=self.dist)
             metrics: dict[str, float] = {}
             metrics_se: dict[str, float] = {}
+            unscored: dict[str, str] = {}
             if self.dist.main and len(samples):  # rejection may have dropped every sample: nothing to score
                 ref = self.reference()
                 n = cfg.eval_samples
                 for metric in self.metrics:
-                    metrics.update(metric.compute(samples[:n], labels[:n], ref))
-                    metrics_se.update(metric.standard_errors(samples[:n], labels[:n], ref))
+                    try:
+                        metrics.update(metric.compute(samples[:n], labels[:n], ref))
+                        metrics_se.update(metric.standard_errors(samples[:n], labels[:n], ref))
+                    except UsageError as exc:  # too few accepted samples (of some class) for this metric
+                        if len(samples) == count:
+                            raise
+                        unscored[metric.name] = str(exc)
                 if len(samples) > n:
                     final = {"samples": len(samples), "metrics": {}, "metrics_se": {}}
                     for metric in self.metrics:
-                        final["metrics"].update(metric.compute(samples, labels, ref))
-                        final["metrics_se"].update(metric.standard_errors(samples, labels, ref))
+                        if metric.name in unscored:
+                            continue
+                        try:
+                            final["metrics"].update(metric.compute(samples, labels, ref))
+                            final["metrics_se"].update(metric.standard_errors(samples, labels, ref))
+                        except UsageError as exc:  # as above: too few accepted samples
+                            if len(samples) == count:
+                                raise
+                            unscored[metric.name] = str(exc)
                 grid = self.dir / "samples" / f"{self.images_seen:09d}.png"
                 save_grid(samples, labels, self.dataset.num_classes, grid, class_names=self.dataset.class_names)
                 copy_file(grid, self.dir / "samples.png", within=self.dir)
@@ -586,6 +599,7 @@ class Run:
               "samples": min(cfg.eval_samples, len(samples)), "instruments": self.instruments,
               # rejection sampling: the share of draws accepted (None: nothing rejects) and the samples dropped
               "acceptance_rate": acceptance, "samples_dropped": count - len(samples),
+              "metrics_unscored": unscored,
               "conditioner": self.model.conditioner.diagnostics(),
               "grid": f"samples/{self.images_seen:09d}.png",  # the grid saved above: what loggers show
               **({"final": final} if final else {})}

@@ -122,7 +122,7 @@ def _apply(state: dict[str, Any], ev: dict[str, Any]) -> None:
             entry["instruments"] = dict(ev["instruments"])
         if ev.get("work"):  # machine-independent work: images and FLOPs, prepare apart (report --clock)
             entry["work"] = ev["work"]
-        for key in ("acceptance_rate", "samples_dropped", "conditioner"):  # rejection; the conditioner's diagnostics
+        for key in ("acceptance_rate", "samples_dropped", "metrics_unscored", "conditioner"):  # rejection; the conditioner's diagnostics
             if key in ev:
                 entry[key] = ev[key]
         state["evals"].append(entry)

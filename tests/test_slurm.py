@@ -87,6 +87,17 @@ def queue(env) -> list[str]:
     return got.stdout.split("\n")[:-1]
 
 
+def release(job: str, env: dict[str, str]) -> None:
+    """Let a requeued job start now instead of after Slurm's two-minute hold: once its previous start has left
+    the node (a job restarted on a node still cleaning it up is killed, "Job credential revoked")."""
+    def node_idle():
+        got = subprocess.run(["sinfo", "-h", "-o", "%t"], env=env, capture_output=True, text=True, check=True)
+        return got.stdout.split() == ["idle"]
+
+    wait_until(node_idle, "the node to finish cleaning up the job's previous start")
+    subprocess.run(["scontrol", "update", f"jobid={job}", "starttime=now"], env=env, check=True)
+
+
 def submitted_jobs(out: Path) -> dict[str, str]:
     """{run_id: job id} of the sweeps submitted on `out` (the latest job of each run)."""
     jobs = {}
@@ -157,7 +168,7 @@ def test_a_job_sent_sigterm_checkpoints_requeues_itself_and_resumes(slurm, env, 
     wait_until(lambda: any(line.split()[0] == job and "PENDING" in line for line in queue(env)), "back in the queue")
     row = status(out, env)[run_id]
     assert row["state"] == "pending" and f"resumes at {requeued['images_seen']:,} images" in row["detail"], row
-    subprocess.run(["scontrol", "update", f"jobid={job}", "starttime=now"], env=env, check=True)
+    release(job, env)
     wait_until(lambda: status(out, env)[run_id]["state"] == "completed", "the resumed job to complete", limit=900)
 
     log = read_events(events)
@@ -271,7 +282,7 @@ def test_a_deepspeed_job_sent_sigterm_checkpoints_requeues_and_resumes(slurm, en
     wait_until(lambda: [e for e in read_events(events) if e["event"] == "loss"], "the first logged step")
     subprocess.run(["scancel", "--signal=TERM", job], env=env, check=True)
     wait_until(lambda: any(line.split()[0] == job and "PENDING" in line for line in queue(env)), "requeued")
-    subprocess.run(["scontrol", "update", f"jobid={job}", "starttime=now"], env=env, check=True)
+    release(job, env)
     wait_until(lambda: status(out, env)[run_id]["state"] == "completed", "the resumed job to complete", limit=900)
     log = read_events(events)
     kinds = [e["event"] for e in log]

@@ -1,6 +1,6 @@
 """The ProtoDiffusion U-Net (DDPM-style, paper A.2): residual blocks with dropout, self-attention at chosen
-resolutions, a sinusoidal time embedding joined with the class conditioning by concatenation (paper Fig. 1)
-or addition. It accepts all three kinds of ConditionSpec: an embedding, CBN modulation, input planes."""
+resolutions, a sinusoidal time embedding joined with the class conditioning by concatenation (paper Fig. 1),
+addition, or `mlp` (the official code: the class embedding through its own MLP, projected in every block). It accepts all three kinds of ConditionSpec: an embedding, CBN modulation, input planes."""
 
 from __future__ import annotations
 
@@ -146,8 +146,12 @@ class UNet(Denoiser):
         in_temb = ch + (cond.emb_dim if join == "concat" else 0)
         self.time_mlp = nn.Sequential(nn.Linear(in_temb, temb), nn.SiLU(), nn.Linear(temb, temb))
         self.cond_proj = nn.Linear(cond.emb_dim, temb) if (cond.emb_dim and join == "add") else None
-        if cond.emb_dim and join == "mlp":  # the official unet.py cemb_layer: Linear, SiLU, Linear, then added
-            self.cond_proj = nn.Sequential(nn.Linear(cond.emb_dim, temb), nn.SiLU(), nn.Linear(temb, temb))
+        if cond.emb_dim and join == "mlp":  # official: embedding.py's Linear-SiLU-Linear, then unet.py's cemb_layer
+            e = cond.emb_dim
+            self.cond_proj = nn.Sequential(nn.Linear(e, e), nn.SiLU(), nn.Linear(e, e),
+                                           nn.Linear(e, temb), nn.SiLU(), nn.Linear(temb, temb))
+        # mlp: each block reads [SiLU(time), SiLU(class)] through one Linear = the official temb_proj + cemb_proj
+        block_temb = 2 * temb if (cond.emb_dim and join == "mlp") else temb
         nd = cond.norm_dim
         self.conv_in = nn.Conv2d(c + cond.planes, ch, 3, padding=1)
         self.down = nn.ModuleList()
@@ -157,7 +161,7 @@ class UNet(Denoiser):
         for i, mult in enumerate(channel_mult):
             level = Level()
             for _ in range(num_res_blocks):
-                level.blocks.append(ResBlock(cur, ch * mult, temb, dropout, nd))
+                level.blocks.append(ResBlock(cur, ch * mult, block_temb, dropout, nd))
                 cur = ch * mult
                 level.attns.append(Attention(cur) if res in attention_resolutions else nn.Identity())
                 skips.append(cur)
@@ -166,16 +170,16 @@ class UNet(Denoiser):
                 self.downsample.append(nn.Conv2d(cur, cur, 3, stride=2, padding=1))
                 skips.append(cur)
                 res //= 2
-        self.mid1 = ResBlock(cur, cur, temb, dropout, nd)
+        self.mid1 = ResBlock(cur, cur, block_temb, dropout, nd)
         self.mid_attn = Attention(cur)
-        self.mid2 = ResBlock(cur, cur, temb, dropout, nd)
+        self.mid2 = ResBlock(cur, cur, block_temb, dropout, nd)
         self.feature_channels = cur
         self.up = nn.ModuleList()
         self.upsample = nn.ModuleList()
         for i, mult in reversed(list(enumerate(channel_mult))):
             level = Level()
             for _ in range(num_res_blocks + 1):
-                level.blocks.append(ResBlock(cur + skips.pop(), ch * mult, temb, dropout, nd))
+                level.blocks.append(ResBlock(cur + skips.pop(), ch * mult, block_temb, dropout, nd))
                 cur = ch * mult
                 level.attns.append(Attention(cur) if res in attention_resolutions else nn.Identity())
             self.up.append(level)
@@ -192,6 +196,8 @@ class UNet(Denoiser):
                 raise ValueError("this U-Net was built for an embedding but the conditioning has none")
             if self.join == "concat":  # z̃ = [t, e_y]  (ProtoDiffusion Fig. 1)
                 return self.time_mlp(torch.cat([temb, cond.emb.to(temb.dtype)], dim=1))
+            if self.join == "mlp":  # kept apart: every block projects each (official unet.py:110-113)
+                return torch.cat([self.time_mlp(temb), self.cond_proj(cond.emb.to(temb.dtype))], dim=1)
             return self.time_mlp(temb) + self.cond_proj(cond.emb)
         return self.time_mlp(temb)
 

@@ -19,7 +19,8 @@ class Logger:
         """One event as it is appended to the run's events.jsonl: {"event": kind, "time": ..., **fields}.
 
         Kinds a logger usually wants: `loss` (step, images_seen, loss, mse), `eval` (images_seen, metrics,
-        metrics_se when recorded, samples: the grid's path relative to the run folder), `end` / `failed`."""
+        metrics_se when recorded, samples: how many were scored, grid: the sample grid's path relative to the
+        run folder), `end` / `failed`."""
         raise NotImplementedError
 
     def close(self) -> None:

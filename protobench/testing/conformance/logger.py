@@ -33,7 +33,7 @@ def run_events(run_dir: Path) -> list[dict[str, Any]]:
          "work": {"images": {"prepare": 0.0, "train": 64.0}, "flops": {"prepare": 0.0, "train": 1e9}},
          "metrics": {"fid[digits-evaluator]": 100.0, "class-accuracy[digits-evaluator]": 0.5},
          "metrics_se": {"fid[digits-evaluator]": 3.0, "class-accuracy[digits-evaluator]": 0.05},
-         "instruments": {"digits-evaluator": "0" * 64}, "samples": "samples/000000064.png"},
+         "instruments": {"digits-evaluator": "0" * 64}, "samples": 20, "grid": "samples/000000064.png"},
         {"event": "checkpoint", "time": 1.6, "file": "step-000000002.safetensors", "step": 2, "images_seen": 64},
         {"event": "a-kind-from-a-later-version", "time": 1.7, "anything": [1, 2]},
         {"event": "end", "time": 1.8, "status": "completed", "images_seen": 64, "device_seconds": seconds},
