@@ -170,6 +170,18 @@ def load_record(run_dir: Path) -> dict[str, Any]:
     return record
 
 
+def completed_record(run_dir: Path) -> dict[str, Any] | None:
+    """The run's record if it has completed; None if it never started, is unfinished, or cannot be read
+    (a sweep then runs it again, and the run itself says what it finds)."""
+    if not (Path(run_dir) / "config.json").exists():
+        return None
+    try:
+        record = load_record(run_dir)
+    except Exception:
+        return None
+    return record if record["status"] == "completed" else None
+
+
 def run_folders(out: Path) -> list[Path]:
     """Every folder under <out>/runs that looks like a run (has a config.json or events.jsonl)."""
     runs = Path(out) / "runs"

@@ -335,8 +335,8 @@ def run_slurm_sweep(combos: list[dict[str, Any]], fixed: dict[str, Any], registr
 
     from protobench import store
     from protobench.config import build_config, read_toml
-    from protobench.io import atomic_write_json
-    from protobench.records import load_record
+    from protobench.io import atomic_write_json, run_path
+    from protobench.records import completed_record
     from protobench.sweep import describe
 
     table, where = None, "--executor slurm"
@@ -352,14 +352,9 @@ def run_slurm_sweep(combos: list[dict[str, Any]], fixed: dict[str, Any], registr
     done: list[dict[str, Any]] = []
     for combo in combos:
         cfg = build_config({**fixed, **combo}, registry)  # a bad combination: one line, nothing submitted
-        run_dir = out / "runs" / cfg.run_id()
-        prior = None
-        if (run_dir / "config.json").exists():
-            try:
-                prior = load_record(run_dir)
-            except Exception:  # unreadable: run it again, the run itself says what it finds
-                prior = None
-        if prior is not None and prior["status"] == "completed":
+        run_dir = run_path(out, cfg.run_id())
+        prior = completed_record(run_dir)
+        if prior is not None:
             done.append(store.index_run(out, run_dir) or prior)
             manifest.append({"combo": combo, "run_id": cfg.run_id(), "status": "completed", "error": None})
             continue

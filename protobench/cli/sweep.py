@@ -186,9 +186,9 @@ def _run_parallel(combos, fixed, registry, out: Path, sid: str, processes: int, 
     from protobench import store
     from protobench.config import build_config
     from protobench.errors import UsageError
-    from protobench.io import atomic_write_json
+    from protobench.io import atomic_write_json, run_path
     from protobench.jobs import HELD, Job, apply_threads, last_error, prepare_instruments, run_parallel
-    from protobench.records import load_record
+    from protobench.records import completed_record
     from protobench.sweep import describe, failed_record, spread
 
     show = not params.get("quiet")
@@ -204,16 +204,12 @@ def _run_parallel(combos, fixed, registry, out: Path, sid: str, processes: int, 
             results[i] = failed_record(str(exc), combo)
             c.print(_done_line(results[i], label))
             continue
-        run_dir = out / "runs" / cfg.run_id()
-        if (run_dir / "config.json").exists():
-            try:
-                prior = load_record(run_dir)
-            except Exception:  # unreadable: run it again, the run itself says what it finds
-                prior = None
-            if prior is not None and prior["status"] == "completed":
-                results[i] = store.index_run(out, run_dir) or prior
-                c.print(_done_line(results[i], label) + "  (already done)")
-                continue
+        run_dir = run_path(out, cfg.run_id())
+        prior = completed_record(run_dir)
+        if prior is not None:
+            results[i] = store.index_run(out, run_dir) or prior
+            c.print(_done_line(results[i], label) + "  (already done)")
+            continue
         job = Job(label=label, cfg=cfg, run_dir=run_dir)
         index_of[id(job)] = i
         todo.append(job)
