@@ -191,6 +191,7 @@ def test_short_real_run_writes_a_valid_record(tmp_path, cache):
     assert record["status"] == "completed"
     assert record["device"]["type"] == "cpu" and record["device"]["count"] == 1
     assert set(record["device_seconds"]) == {"prepare", "train", "eval", "compile"}
+    assert record["device_seconds"]["prepare"] == 0  # random has no prepare step: nothing is charged to it
     assert [e["images_seen"] for e in record["evals"]] == [256, 512]
     key = "intra-kid[digits-evaluator]"  # digits' primary metric: it sees labels, unbiased at any sample count
     assert all(math.isfinite(e["metrics"][k]) for e in record["evals"]
