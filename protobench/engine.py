@@ -49,7 +49,9 @@ from protobench.interfaces import (
     PrepareContext,
     Reference,
 )
-from protobench.io import append_event, atomic_write_json, copy_file, run_path
+from protobench.events import append_event
+from protobench.io import atomic_write_json, copy_file
+from protobench.runfolder import run_path
 from protobench.ledger import Ledger
 from protobench.locks import RunLock, RunLocked
 from protobench.loggers import RunLoggers
