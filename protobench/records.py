@@ -39,14 +39,20 @@ def _good(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def best_eval(evals: list[dict[str, Any]], key: str) -> dict[str, Any] | None:
-    """The one definition of "best" in protobench: the evaluation with the best value of `key` in the metric's
-    direction (lowest, or highest for class-accuracy, is, ...); the earliest of equals."""
+def ranked_evals(evals: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    """The one definition of "best" in protobench: the evaluations that scored `key`, best first in the metric's
+    direction (lowest, or highest for class-accuracy, is, ...); the earliest of equals first."""
     scored = [e for e in evals if _good(e.get("metrics", {}).get(key))]
     if not scored:
-        return None
+        return []
     sign = -1.0 if higher_is_better(key) else 1.0
-    return min(scored, key=lambda e: (sign * e["metrics"][key], e["images_seen"]))
+    return sorted(scored, key=lambda e: (sign * e["metrics"][key], e["images_seen"]))
+
+
+def best_eval(evals: list[dict[str, Any]], key: str) -> dict[str, Any] | None:
+    """The evaluation with the best value of `key` in the metric's direction (see `ranked_evals`)."""
+    ranked = ranked_evals(evals, key)
+    return ranked[0] if ranked else None
 
 
 def best_of(evals: list[dict[str, Any]], primary: str | None = None) -> dict[str, Any] | None:

@@ -174,10 +174,10 @@ class SlurmRun(Checkpointable):
     def __call__(self, config: dict[str, Any], out: str) -> str:
         from protobench.config import RunConfig
         from protobench.errors import Interrupted, NoSpace
-        from protobench.runfolder import run_path
         from protobench.launch import execute
         from protobench.locks import RunLocked
         from protobench.plugins import get_registry
+        from protobench.runfolder import run_path
 
         cfg = RunConfig.from_dict(config)
         run_dir = run_path(out, cfg.run_id())
@@ -336,8 +336,7 @@ def run_slurm_sweep(combos: list[dict[str, Any]], fixed: dict[str, Any], registr
     from protobench import store
     from protobench.config import build_config, read_toml
     from protobench.io import atomic_write_json
-    from protobench.runfolder import run_path
-    from protobench.runfolder import completed_record
+    from protobench.runfolder import completed_record, run_path
     from protobench.sweep import describe
 
     table, where = None, "--executor slurm"

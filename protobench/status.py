@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -146,9 +147,9 @@ def _best(record: dict[str, Any]) -> str:
     return f"best {best['metric']} {best['value']:.3f} at {best['images_seen']:,} images"
 
 
-def statuses(out: Path) -> list[dict[str, Any]]:
-    from protobench.slurm import scheduler_states
-
+def statuses(out: Path, scheduler_states: Callable[[list[str]], dict[str, dict[str, str]]]) -> list[dict[str, Any]]:
+    """Every combination's state; `scheduler_states(job_ids)` reads the scheduler's queue (slurm.scheduler_states),
+    passed in so that reading results never reaches the launchers."""
     entries = known_runs(out)
     jobs = [e["job_ids"][-1] for e in entries if e["job_ids"]]
     sched = scheduler_states(jobs)

@@ -14,8 +14,8 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from protobench.io import warn
 from protobench.events import EVENTS_NAME
+from protobench.io import warn
 from protobench.records import CONFIG_NAME, load_record
 from protobench.runfolder import RUNS
 

@@ -24,8 +24,8 @@ from protobench.checkpoints import load_latest, save_checkpoint
 from protobench.cli import main
 from protobench.engine import Run
 from protobench.errors import UsageError
-from protobench.generation import save_grid
 from protobench.events import append_event, read_events, scan_events
+from protobench.generation import save_grid
 from protobench.io import atomic_write_json, copy_file
 from protobench.locks import RunLock, RunLocked, run_lock
 from protobench.records import UnreadableRun, load_record
