@@ -29,6 +29,7 @@ def resolve(user: dict[str, Any], registry: Registry, defaults: dict[str, Any],
     top = {key: str(user.get(key, defaults[key])) for key in AXES}
     user = for_chosen_plugins(user, top)
     presets = dict(getattr(registry.get("dataset", top["dataset"]).cls, "presets", {}))
+    chosen = {kind: registry.get(kind, top[kind]).cls for kind in AXES}  # an unknown plugin is refused first
     for key, default in defaults.items():  # top-level keys: default < preset < user
         if key in top:
             continue
@@ -40,7 +41,8 @@ def resolve(user: dict[str, Any], registry: Registry, defaults: dict[str, Any],
             value = coerce(user[key], like, key, nullable)
         top[key] = value
     _metrics_and_loggers(top, user, registry)
-    top["options"] = {kind: _options(kind, top, user, presets, registry) for kind in KINDS}
+    top["options"] = {kind: _options(kind, top, user, presets, _plugin_classes(kind, top, chosen, registry))
+                      for kind in KINDS}
     return top
 
 
@@ -68,19 +70,21 @@ def _metrics_and_loggers(top: dict[str, Any], user: dict[str, Any], registry: Re
         top["primary_metric"] = "fid" if "fid" in top["metrics"] else top["metrics"][0]
 
 
-def _plugin_classes(kind: str, top: dict[str, Any], registry: Registry) -> list[type]:
+def _plugin_classes(kind: str, top: dict[str, Any], chosen: dict[str, type], registry: Registry) -> list[type]:
     """The classes whose options `<kind>.*` sets: every selected metric (or logger), else the chosen plugin."""
-    names = top["metrics"] if kind == "metric" else top["loggers"] if kind == "logger" else (top[kind],)
+    if kind in chosen:
+        return [chosen[kind]]
+    names = top["metrics"] if kind == "metric" else top["loggers"]
     return [registry.get(kind, name).cls for name in names]
 
 
 def _options(kind: str, top: dict[str, Any], user: dict[str, Any], presets: dict[str, Any],
-             registry: Registry) -> dict[str, Any]:
+             classes: list[type]) -> dict[str, Any]:
     """One kind's options, sorted: each class's defaults < presets < user; metric and logger options apply to
     every selected metric (logger) that accepts them."""
     defaults: dict[str, Any] = {}
     annotations: dict[str, Any] = {}
-    for cls in _plugin_classes(kind, top, registry):
+    for cls in classes:
         defaults.update(plugin_options(cls, CONTEXT_KEYS))
         annotations.update(option_annotations(cls, CONTEXT_KEYS))
     resolved = dict(defaults)
