@@ -138,11 +138,12 @@ def no_runs(out: Path) -> bool:
     A path that is not a folder is a mistake (exit 2)."""
     from protobench.config import check_out
     from protobench.errors import UsageError
+    from protobench.runfolder import RUNS
 
     check_out(out, write=False)
     if not out.is_dir():
         raise UsageError(f"no results folder {out} (--out, or $PROTOBENCH_OUT)")
-    runs = out / "runs"
+    runs = out / RUNS
     return not runs.is_dir() or not any(runs.iterdir())
 
 
