@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 
 from protobench.config import RunConfig
-from protobench.io import append_event, atomic_write_json
+from protobench.events import append_event
+from protobench.io import atomic_write_json
 
 PROBE = ("import sys; from protobench.cli import main\n"
          "try: main(sys.argv[1:], standalone_mode=False)\n"

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from protobench.errors import Interrupted, UsageError
-from protobench.jobs import follow
+from protobench.events import follow
 
 # ---------------------------------------------------------------------------------------------
 # inside each process
@@ -128,7 +128,8 @@ def _log_tail(log: Path, lines: int = 15) -> str:
 def launch(cfg, out: Path, show_progress: bool = True, hostfile: Path | None = None,
            progress: Callable[[int, int, float], None] | None = None) -> dict[str, Any]:
     """Run `cfg` on cfg.gpus processes under the DeepSpeed launcher; the run's record once it exits."""
-    from protobench.io import append_event, atomic_write_json, read_events
+    from protobench.events import append_event, read_events
+    from protobench.io import atomic_write_json
     from protobench.records import load_record
 
     out = Path(out)

@@ -40,6 +40,7 @@ from protobench.diffusion import NoiseSchedule
 from protobench.diskspace import is_no_space, no_space_reason
 from protobench.dist import current_dist, device_info, initialize_engine, pick_device
 from protobench.errors import Interrupted, NoSpace, TrainingDiverged, UsageError
+from protobench.events import append_event
 from protobench.generation import generate, save_grid
 from protobench.interfaces import (
     NULL_LABEL,
@@ -49,7 +50,7 @@ from protobench.interfaces import (
     PrepareContext,
     Reference,
 )
-from protobench.io import append_event, atomic_write_json, copy_file, run_path
+from protobench.io import atomic_write_json, copy_file
 from protobench.ledger import Ledger
 from protobench.locks import RunLock, RunLocked
 from protobench.loggers import RunLoggers
@@ -59,6 +60,7 @@ from protobench.plugins import Registry
 from protobench.precision import Precision
 from protobench.progress import stage
 from protobench.records import load_record
+from protobench.runfolder import run_path
 from protobench.vocabulary import AXES
 
 # ---------------------------------------------------------------------------------------------

@@ -152,24 +152,6 @@ def child_main(argv: list[str] | None = None) -> int:
 # the parent
 
 
-def follow(events: Path, offset: int) -> tuple[int, list[dict[str, Any]]]:
-    """New complete lines of events.jsonl since `offset` (a torn last line waits for its newline)."""
-    try:
-        with open(events, "rb") as fh:
-            fh.seek(offset)
-            data = fh.read()
-    except FileNotFoundError:
-        return offset, []
-    end = data.rfind(b"\n") + 1
-    out = []
-    for line in data[:end].splitlines():
-        try:
-            out.append(json.loads(line))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            continue
-    return offset + end, out
-
-
 @dataclass
 class Job:
     """One combination to run: its resolved config and where its run folder is."""
@@ -206,6 +188,7 @@ def run_parallel(jobs: list[Job], out: Path, processes: int, threads: int | None
     """Run `jobs` in up to `processes` children; `on_done(job, returncode)` as each one exits."""
     from rich.markup import escape
 
+    from protobench.events import follow
     from protobench.progress import make_progress
 
     gpus = gpu_count()

@@ -45,14 +45,19 @@ def plugin_options(kind: str, name: str) -> dict[str, Any]:
 
 
 def build_plugin(kind: str, name: str, options: dict[str, Any], context: dict[str, Any] | None = None) -> Any:
-    """An instance of the registered plugin `name`. String option values are typed by the plugin's defaults,
-    as `-o` values are; an unknown option or a bad value is a UsageError naming it."""
-    from protobench.config import coerce
-    from protobench.plugins import get_registry
+    """An instance of the registered plugin `name`. String option values are typed by the plugin's annotations
+    (else its defaults), as `-o` values are; an unknown option or a bad value is a UsageError naming it."""
+    from protobench.config import coerce, typed_like
+    from protobench.plugins import CONTEXT_KEYS, get_registry, option_annotations
 
     known = plugin_options(kind, name)
-    typed = {key: coerce(value, known[key], f"{kind}.{key}") if isinstance(value, str) and key in known else value
-             for key, value in options.items()}
+    annotations = option_annotations(get_registry().get(kind, name).cls, CONTEXT_KEYS)
+    typed = {}
+    for key, value in options.items():
+        if isinstance(value, str) and key in known:
+            like, nullable = typed_like(known[key], annotations.get(key))
+            value = coerce(value, like, f"{kind}.{key}", nullable)
+        typed[key] = value
     return get_registry().build(kind, name, typed, context or {})
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from protobench.errors import UsageError
-from protobench.io import read_events
+from protobench.events import read_events
 
 
 def stage1_record(run_dir: Path) -> dict[str, Any]:

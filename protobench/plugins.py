@@ -152,6 +152,25 @@ def plugin_options(cls: type, context_keys=()) -> dict[str, Any]:
     }
 
 
+def option_annotations(cls: type, context_keys=()) -> dict[str, Any]:
+    """The type annotation of each option of a plugin class, resolved (None where it has none, or names
+    something that does not resolve): what `-o` values and TOML values are coerced to (config.coerce)."""
+    klass = next((k for k in cls.__mro__ if "__init__" in vars(k)), object)
+    namespace = getattr(vars(klass)["__init__"], "__globals__", {}) if klass is not object else {}
+    found: dict[str, Any] = {}
+    for k, p in init_parameters(cls).items():
+        if k in context_keys or p.default is inspect.Parameter.empty:
+            continue
+        annotation = None if p.annotation is inspect.Parameter.empty else p.annotation
+        if isinstance(annotation, str):  # `from __future__ import annotations`: resolved as typing does
+            try:
+                annotation = eval(annotation, dict(namespace))  # the plugin's own source text
+            except Exception:
+                annotation = None
+        found[k] = annotation
+    return found
+
+
 CONTEXT_KEYS = ("num_classes", "image_shape", "cond", "data_root", "class_names", "run_dir", "run_id", "run_config")
 
 

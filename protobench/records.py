@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from protobench.errors import UsageError
-from protobench.io import scan_events
+from protobench.events import END, EVAL, EVENTS_NAME, FAILED, PREPARE, RESUME, START, scan_events
 from protobench.ledger import charged_seconds
 
 #: the headline when a run names none: the first of these it computed (lower is better for each)
@@ -39,14 +39,20 @@ def _good(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def best_eval(evals: list[dict[str, Any]], key: str) -> dict[str, Any] | None:
-    """The one definition of "best" in protobench: the evaluation with the best value of `key` in the metric's
-    direction (lowest, or highest for class-accuracy, is, ...); the earliest of equals."""
+def ranked_evals(evals: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    """The one definition of "best" in protobench: the evaluations that scored `key`, best first in the metric's
+    direction (lowest, or highest for class-accuracy, is, ...); the earliest of equals first."""
     scored = [e for e in evals if _good(e.get("metrics", {}).get(key))]
     if not scored:
-        return None
+        return []
     sign = -1.0 if higher_is_better(key) else 1.0
-    return min(scored, key=lambda e: (sign * e["metrics"][key], e["images_seen"]))
+    return sorted(scored, key=lambda e: (sign * e["metrics"][key], e["images_seen"]))
+
+
+def best_eval(evals: list[dict[str, Any]], key: str) -> dict[str, Any] | None:
+    """The evaluation with the best value of `key` in the metric's direction (see `ranked_evals`)."""
+    ranked = ranked_evals(evals, key)
+    return ranked[0] if ranked else None
 
 
 def best_of(evals: list[dict[str, Any]], primary: str | None = None) -> dict[str, Any] | None:
@@ -69,27 +75,29 @@ class UnreadableRun(UsageError, ValueError):
         self.run_dir, self.file, self.reason = Path(run_dir), file, reason
 
 
+#: the file of a run folder that holds its resolved config
+CONFIG_NAME = "config.json"
 CONFIG_KEYS = ("run_id", "config", "config_hash", "combination", "plugins", "dataset_checksum", "device")
 
 
 def read_config(run_dir: Path) -> dict[str, Any]:
     """config.json of a run, or UnreadableRun saying what is wrong with it."""
-    path = Path(run_dir) / "config.json"
+    path = Path(run_dir) / CONFIG_NAME
     try:
         meta = json.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
-        raise UnreadableRun(run_dir, "config.json", "missing") from None
+        raise UnreadableRun(run_dir, CONFIG_NAME, "missing") from None
     except UnicodeDecodeError as exc:
-        raise UnreadableRun(run_dir, "config.json", f"not UTF-8 (byte {exc.start})") from None
+        raise UnreadableRun(run_dir, CONFIG_NAME, f"not UTF-8 (byte {exc.start})") from None
     except json.JSONDecodeError as exc:
-        raise UnreadableRun(run_dir, "config.json", f"not JSON ({exc.msg} at line {exc.lineno}; truncated?)") from None
+        raise UnreadableRun(run_dir, CONFIG_NAME, f"not JSON ({exc.msg} at line {exc.lineno}; truncated?)") from None
     except OSError as exc:
-        raise UnreadableRun(run_dir, "config.json", exc.strerror or type(exc).__name__) from None
+        raise UnreadableRun(run_dir, CONFIG_NAME, exc.strerror or type(exc).__name__) from None
     if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
-        raise UnreadableRun(run_dir, "config.json", "not a run's config (no 'config' object)")
+        raise UnreadableRun(run_dir, CONFIG_NAME, "not a run's config (no 'config' object)")
     missing = [k for k in CONFIG_KEYS if k not in meta]
     if missing:
-        raise UnreadableRun(run_dir, "config.json", f"lacks {', '.join(missing)}")
+        raise UnreadableRun(run_dir, CONFIG_NAME, f"lacks {', '.join(missing)}")
     return meta
 
 
@@ -108,12 +116,12 @@ def _replay(events: list[dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:
 
 def _apply(state: dict[str, Any], ev: dict[str, Any]) -> None:
     kind = ev.get("event")
-    if kind == "start":
+    if kind == START:
         state.update(status="running", error=None, evals=[])
-    elif kind == "resume":
+    elif kind == RESUME:
         state.update(status="running", error=None)
         state["evals"] = [e for e in state["evals"] if e["images_seen"] <= ev["images_seen"]]
-    elif kind == "eval":
+    elif kind == EVAL:
         entry = {k: ev[k] for k in ("images_seen", "step", "device_seconds", "metrics")}
         for optional in ("metrics_se", "samples", "final"):  # each metric's bootstrap error; the samples it was scored on
             if ev.get(optional) is not None:
@@ -127,15 +135,15 @@ def _apply(state: dict[str, Any], ev: dict[str, Any]) -> None:
                 entry[key] = ev[key]
         state["evals"].append(entry)
         state["seconds"] = dict(ev["device_seconds"])
-    elif kind == "prepare":
+    elif kind == PREPARE:
         state["prepare"].update(ev.get("results") or {})
         state["seconds"]["prepare"] = ev.get("device_seconds", state["seconds"]["prepare"])
         if ev.get("instruments"):
             state["instruments"].update(ev["instruments"])
-    elif kind == "end":
+    elif kind == END:
         state["status"] = ev["status"]
         state["seconds"] = dict(ev["device_seconds"])
-    elif kind == "failed":
+    elif kind == FAILED:
         state.update(status="failed", error=ev.get("error"))
 
 
@@ -147,9 +155,9 @@ def load_record(run_dir: Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     meta = read_config(run_dir)
     try:
-        events, problems = scan_events(run_dir / "events.jsonl")
+        events, problems = scan_events(run_dir / EVENTS_NAME)
     except OSError as exc:
-        raise UnreadableRun(run_dir, "events.jsonl", exc.strerror or type(exc).__name__) from None
+        raise UnreadableRun(run_dir, EVENTS_NAME, exc.strerror or type(exc).__name__) from None
     state, malformed = _replay(events)
     instruments = dict(meta.get("instruments") or {})
     instruments.update(state["instruments"])
@@ -166,43 +174,5 @@ def load_record(run_dir: Path) -> dict[str, Any]:
     if instruments:
         record["instruments"] = instruments
     if problems or malformed:
-        record["problems"] = [{"file": "events.jsonl", "reason": r} for r in problems + malformed]
+        record["problems"] = [{"file": EVENTS_NAME, "reason": r} for r in problems + malformed]
     return record
-
-
-def completed_record(run_dir: Path) -> dict[str, Any] | None:
-    """The run's record if it has completed; None if it never started, is unfinished, or cannot be read
-    (a sweep then runs it again, and the run itself says what it finds)."""
-    if not (Path(run_dir) / "config.json").exists():
-        return None
-    try:
-        record = load_record(run_dir)
-    except Exception:
-        return None
-    return record if record["status"] == "completed" else None
-
-
-def run_folders(out: Path) -> list[Path]:
-    """Every folder under <out>/runs that looks like a run (has a config.json or events.jsonl)."""
-    runs = Path(out) / "runs"
-    if not runs.is_dir():
-        return []
-    return [p for p in sorted(runs.iterdir())
-            if p.is_dir() and not p.name.startswith(".") and ((p / "config.json").exists() or (p / "events.jsonl").exists())]
-
-
-def unreadable_runs(out: Path) -> list[dict[str, Any]]:
-    """The runs under <out> that `report` cannot show in full, one entry per damaged file:
-    {"run_id", "path", "file", "reason", "readable"}; readable is False when the run is left out entirely."""
-    found: list[dict[str, Any]] = []
-    for folder in run_folders(out):
-        try:
-            record = load_record(folder)
-        except UnreadableRun as exc:
-            found.append({"run_id": folder.name, "path": str(folder), "file": exc.file, "reason": exc.reason,
-                          "readable": False})
-            continue
-        for problem in record.get("problems", []):
-            found.append({"run_id": folder.name, "path": str(folder), **problem, "readable": True})
-    return found
-

@@ -174,10 +174,10 @@ class SlurmRun(Checkpointable):
     def __call__(self, config: dict[str, Any], out: str) -> str:
         from protobench.config import RunConfig
         from protobench.errors import Interrupted, NoSpace
-        from protobench.io import run_path
         from protobench.launch import execute
         from protobench.locks import RunLocked
         from protobench.plugins import get_registry
+        from protobench.runfolder import run_path
 
         cfg = RunConfig.from_dict(config)
         run_dir = run_path(out, cfg.run_id())
@@ -197,7 +197,7 @@ class SlurmRun(Checkpointable):
 def requeue(run_dir: Path, images_seen: int) -> str:
     """Put this job back in the queue to resume from its checkpoint; after MAX_STUCK requeues without progress,
     mark the run failed with the reason instead."""
-    from protobench.io import append_event, read_events
+    from protobench.events import append_event, read_events
 
     events = run_dir / "events.jsonl"
     stuck = sum(1 for e in read_events(events) if e.get("event") == "requeue" and e.get("images_seen") == images_seen)
@@ -294,7 +294,7 @@ def follow(entries: list[dict[str, Any]], out: Path, show: bool, console: Any) -
     """`--wait`: the usual progress display until every job has left the queue."""
     from rich.markup import escape
 
-    from protobench.jobs import follow as follow_events
+    from protobench.events import follow as follow_events
     from protobench.jobs import stage_of
     from protobench.progress import make_progress
 
@@ -335,8 +335,8 @@ def run_slurm_sweep(combos: list[dict[str, Any]], fixed: dict[str, Any], registr
 
     from protobench import store
     from protobench.config import build_config, read_toml
-    from protobench.io import atomic_write_json, run_path
-    from protobench.records import completed_record
+    from protobench.io import atomic_write_json
+    from protobench.runfolder import completed_record, run_path
     from protobench.sweep import describe
 
     table, where = None, "--executor slurm"

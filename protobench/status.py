@@ -12,20 +12,22 @@ import json
 import os
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from protobench.events import INTERRUPTED
+from protobench.records import UnreadableRun
+from protobench.runfolder import RunFolder, run_folders
 
-def lock_holder(run_dir: Path) -> dict[str, Any] | None:
+
+def lock_holder(folder: RunFolder) -> dict[str, Any] | None:
     """Who holds the run's lock ({"pid", "host", "since"}), or None when nobody does (as far as this host sees)."""
-    from protobench.locks import LOCK_NAME, RunLock
-
-    path = run_dir / LOCK_NAME
     try:
-        st = path.stat()
+        st = folder.lock_path.stat()
     except OSError:
         return None
-    holder = RunLock(run_dir).holder()
+    holder = folder.lock().holder()
     try:
         text = Path("/proc/locks").read_text()
     except OSError:  # not Linux: the holder's pid, if it is on this host
@@ -60,7 +62,6 @@ def _since(t: Any) -> str:
 def known_runs(out: Path) -> list[dict[str, Any]]:
     """Every combination the folder knows: those of its sweeps' manifests (with their Slurm job ids), then run
     folders no manifest lists."""
-    from protobench.records import run_folders
     from protobench.sweep import describe
 
     entries: dict[str, dict[str, Any]] = {}
@@ -79,34 +80,31 @@ def known_runs(out: Path) -> list[dict[str, Any]]:
                 if job not in entry["job_ids"]:
                     entry["job_ids"].append(job)
     for folder in run_folders(out):
-        if folder.name not in entries:
-            label = folder.name
+        if folder.run_id not in entries:
+            label = folder.run_id
             try:
-                label = json.loads((folder / "config.json").read_text()).get("combination") or label
+                label = json.loads(folder.config_path.read_text()).get("combination") or label
             except (OSError, ValueError, AttributeError):
                 pass
-            entries[folder.name] = {"run_id": folder.name, "label": label, "job_ids": []}
+            entries[folder.run_id] = {"run_id": folder.run_id, "label": label, "job_ids": []}
     return list(entries.values())
 
 
 def run_status(out: Path, entry: dict[str, Any], sched: dict[str, dict[str, str]]) -> dict[str, Any]:
     """One combination's state, with `detail`: where and since when, the reason line, or the images reached."""
-    from protobench.io import read_events
-    from protobench.records import UnreadableRun, load_record
-
-    run_dir = out / "runs" / entry["run_id"]
+    folder = RunFolder(out, entry["run_id"])
     job = entry["job_ids"][-1] if entry["job_ids"] else None
     js = sched.get(job, {}) if job else {}
     row = {"run_id": entry["run_id"], "combination": entry["label"], "job_id": job, "state": "pending",
            "detail": "", "images_seen": 0, "budget": None, "where": None, "since": None, "reason": None}
     record = None
-    if (run_dir / "config.json").exists():
+    if folder.started():
         try:
-            record = load_record(run_dir)
+            record = folder.record()
             row["budget"] = record["config"].get("budget")
         except UnreadableRun as exc:
             return {**row, "state": "failed", "reason": str(exc), "detail": str(exc)}
-    events = read_events(run_dir / "events.jsonl")
+    events = folder.events()
     seen = [int(e["images_seen"]) for e in events if isinstance(e.get("images_seen"), int)]
     row["images_seen"] = seen[-1] if seen else 0
     if record is not None and record["status"] == "completed":
@@ -115,7 +113,7 @@ def run_status(out: Path, entry: dict[str, Any], sched: dict[str, dict[str, str]
     if record is not None and record["status"] == "failed":
         reason = str(record.get("error") or "failed")
         return {**row, "state": "failed", "reason": reason, "detail": reason}
-    holder = lock_holder(run_dir)
+    holder = lock_holder(folder)
     if js.get("state") == "RUNNING" or holder is not None:
         where = js.get("node") if js.get("state") == "RUNNING" else None
         where = where or (holder or {}).get("host")
@@ -129,7 +127,7 @@ def run_status(out: Path, entry: dict[str, Any], sched: dict[str, dict[str, str]
         if events:
             detail += f"; resumes at {row['images_seen']:,} images"
         return {**row, "state": "pending", "detail": detail, "reason": why or None}
-    stops = [e for e in events if e.get("event") == "interrupted"]
+    stops = [e for e in events if e.get("event") == INTERRUPTED]
     if events:  # started, not finished, not running: interrupted (by a signal, a full disk, or a kill)
         last = stops[-1] if stops else {}
         at = int(last.get("images_seen", row["images_seen"]) or 0)
@@ -149,9 +147,9 @@ def _best(record: dict[str, Any]) -> str:
     return f"best {best['metric']} {best['value']:.3f} at {best['images_seen']:,} images"
 
 
-def statuses(out: Path) -> list[dict[str, Any]]:
-    from protobench.slurm import scheduler_states
-
+def statuses(out: Path, scheduler_states: Callable[[list[str]], dict[str, dict[str, str]]]) -> list[dict[str, Any]]:
+    """Every combination's state; `scheduler_states(job_ids)` reads the scheduler's queue (slurm.scheduler_states),
+    passed in so that reading results never reaches the launchers."""
     entries = known_runs(out)
     jobs = [e["job_ids"][-1] for e in entries if e["job_ids"]]
     sched = scheduler_states(jobs)

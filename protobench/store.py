@@ -14,8 +14,10 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+from protobench.events import EVENTS_NAME
 from protobench.io import warn
-from protobench.records import load_record
+from protobench.records import CONFIG_NAME, load_record
+from protobench.runfolder import RUNS
 
 INDEX_NAME = "index.sqlite"
 
@@ -62,7 +64,7 @@ def connect(out: Path) -> sqlite3.Connection:
 
 def _stamp(run_dir: Path) -> str:
     parts = []
-    for name in ("config.json", "events.jsonl"):
+    for name in (CONFIG_NAME, EVENTS_NAME):
         p = run_dir / name
         st = p.stat() if p.exists() else None
         parts.append(f"{st.st_size}:{st.st_mtime_ns}" if st else "-")
@@ -103,7 +105,7 @@ def _row_ok(row: tuple) -> bool:
 def index_run(out: Path, run_dir: Path) -> dict[str, Any] | None:
     """(Re)index one run folder; returns its record (None if it has no config.json yet)."""
     run_dir = Path(run_dir)
-    if not (run_dir / "config.json").exists():
+    if not (run_dir / CONFIG_NAME).exists():
         return None
     record = load_record(run_dir)
     _with_index(out, lambda conn: _upsert(conn, record, _stamp(run_dir)))
@@ -111,8 +113,8 @@ def index_run(out: Path, run_dir: Path) -> dict[str, Any] | None:
 
 
 def _sync(conn: sqlite3.Connection, out: Path) -> None:
-    runs = out / "runs"
-    folders = {p.name: p for p in sorted(runs.iterdir()) if (p / "config.json").exists()} if runs.is_dir() else {}
+    runs = out / RUNS
+    folders = {p.name: p for p in sorted(runs.iterdir()) if (p / CONFIG_NAME).exists()} if runs.is_dir() else {}
     rows = {row[0]: row for row in conn.execute(f"SELECT {', '.join(COLUMNS)} FROM runs").fetchall()}
     for run_id in set(rows) - set(folders):
         conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
@@ -125,7 +127,7 @@ def _sync(conn: sqlite3.Connection, out: Path) -> None:
             warn(f"index row for run {run_id} does not match its record; re-reading the run folder")
         try:
             record = load_record(folder)
-        except (OSError, ValueError, KeyError):  # unreadable (records.unreadable_runs names it) or being written
+        except (OSError, ValueError, KeyError):  # unreadable (runfolder.unreadable_runs names it) or being written
             conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
             continue
         _upsert(conn, record, stamp)

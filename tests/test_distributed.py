@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from protobench.io import read_events
+from protobench.events import read_events
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 

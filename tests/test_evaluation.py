@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from protobench.cli import main
-from protobench.io import scan_events
+from protobench.events import scan_events
 
 TINY = ["-o", "denoiser.base_channels=8", "-o", "sampler.steps=3", "--quiet"]
 

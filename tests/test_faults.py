@@ -24,18 +24,12 @@ from protobench.checkpoints import load_latest, save_checkpoint
 from protobench.cli import main
 from protobench.engine import Run
 from protobench.errors import UsageError
+from protobench.events import append_event, read_events, scan_events
 from protobench.generation import save_grid
-from protobench.io import (
-    append_event,
-    atomic_write_json,
-    copy_file,
-    read_events,
-    run_path,
-    scan_events,
-    validate_run_id,
-)
+from protobench.io import atomic_write_json, copy_file
 from protobench.locks import RunLock, RunLocked, run_lock
-from protobench.records import UnreadableRun, load_record, unreadable_runs
+from protobench.records import UnreadableRun, load_record
+from protobench.runfolder import run_path, unreadable_runs, validate_run_id
 from protobench.store import index_path, records
 from protobench.testing.tiny import TinyDataset, tiny_config
 

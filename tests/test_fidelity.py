@@ -272,7 +272,7 @@ def test_the_official_training_options_run_and_keep_the_default_run_ids(workspac
     for key in [k for k in ema if k.startswith("ema.denoiser.")][:5]:  # ema_decay=0: the EMA is the model
         torch.testing.assert_close(ema[key], ema["model." + key[len("ema."):]])
     # options added later are left out of the hash at their defaults: earlier runs keep their ids
-    from protobench.config import _identity
+    from protobench.config.schema import _identity
     from protobench.io import json_digest
 
     mine = ("lr_schedule", "warmup_multiplier", "warmup_share", "small_t_share", "small_t", "compile")

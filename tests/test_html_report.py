@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from protobench.html_report import format_cell, leaves
+from protobench.report.html import format_cell, leaves
 
 pytestmark = pytest.mark.slow
 
@@ -72,7 +72,7 @@ def test_the_builder_imports_neither_torch_nor_training(sweep, env, tmp_path):
     """Reading results never imports training: the page is built from the records and the rows alone."""
     out, _, rows = sweep
     (tmp_path / "rows.json").write_text(json.dumps(rows))
-    code = ("import json, sys; from protobench.store import records; from protobench.html_report import build_html; "
+    code = ("import json, sys; from protobench.store import records; from protobench.report.html import build_html; "
             f"rows = json.load(open({str(tmp_path / 'rows.json')!r})); "
             f"page = build_html(rows, records({str(out)!r}, status='completed')); "
             "assert 'data:image/png' in page and '<svg' in page; "

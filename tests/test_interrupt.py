@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from protobench.io import read_events
+from protobench.events import read_events
 
 TINY = ["--budget", "8192", "--eval-every", "8192", "--eval-samples", "20", "-o", "batch_size=32",
         "-o", "denoiser.base_channels=8", "-o", "denoiser.num_res_blocks=1", "-o", "sampler.steps=3",

@@ -13,9 +13,11 @@ from click.testing import CliRunner
 
 from protobench.cli import main
 from protobench.config import RunConfig
-from protobench.io import append_event, atomic_write_json
+from protobench.events import append_event
+from protobench.io import atomic_write_json
 from protobench.records import load_record
-from protobench.report import build_rows, compare_sides, hours_to_target, summarize
+from protobench.report import build_rows, compare_sides, hours_to_target
+from protobench.stats import summarize
 from protobench.store import index_path, records
 
 T_975_DF2 = 4.302652729911275  # Student t, 97.5% quantile, 2 degrees of freedom (statistical tables)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from protobench.io import read_events
+from protobench.events import read_events
 from protobench.records import load_record
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -254,7 +254,7 @@ def test_an_unknown_partition_is_one_line(slurm, env, tmp_path):
 
 def test_a_run_requeued_three_times_without_progress_is_marked_failed(tmp_path, env):
     """The job's own decision, on a real run folder: three requeues at the same images, then failed with why."""
-    from protobench.io import append_event
+    from protobench.events import append_event
     from protobench.slurm import requeue
 
     out = tmp_path / "out"

@@ -17,8 +17,9 @@ PUBLIC = ("protobench", "protobench.kit", "protobench.testing")
 TRAINING = ("protobench.engine", "protobench.generation", "protobench.checkpoints", "protobench.parts",
             "protobench.dist", "protobench.distributed", "protobench.jobs", "protobench.precision",
             "protobench.diffusion", "protobench.plot_samples")
-#: the modules that read results: records, the index, the report, the curves
-RESULTS = ("protobench.report", "protobench.records", "protobench.store", "protobench.plots", "protobench.units")
+#: the modules that read results: run folders, events, records, the index, the report, the curves, status
+RESULTS = ("protobench.report", "protobench.records", "protobench.store", "protobench.plots", "protobench.units",
+           "protobench.runfolder", "protobench.events", "protobench.status")
 
 
 def _module_name(path: Path) -> str:

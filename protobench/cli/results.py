@@ -54,7 +54,7 @@ def report(out: Path | None, target: float | None, metric: str | None, clock: st
     for part in parts:
         c.print(part)
     if html_file is not None:
-        from protobench.html_report import write_html
+        from protobench.report import write_html
 
         c.print(f"wrote {write_html(html_file, rows, done, title=f'protobench report — {out}', out=out)}")
 
@@ -101,7 +101,7 @@ def curves(out: Path | None, output: Path | None) -> None:
 def samples(out: Path | None, run: str, output: Path | None) -> None:
     """The run's last evaluation samples as a grid, one row per class."""
     from protobench.plot_samples import plot_samples
-    from protobench.report import resolve_run
+    from protobench.runfolder import resolve_run
 
     run_dir = resolve_run(run, resolve_out(out))
     output = output or run_dir / "samples-grid.png"
@@ -114,7 +114,7 @@ def samples(out: Path | None, run: str, output: Path | None) -> None:
 @click.option("--output", type=click.Path(path_type=Path), default=None, help="PNG file (default <run>/prototypes.png).")
 def prototypes(out: Path | None, run: str, output: Path | None) -> None:
     """The prototypes a proto-* conditioner learned (Stage I)."""
-    from protobench.report import resolve_run
+    from protobench.runfolder import resolve_run
 
     run_dir = resolve_run(run, resolve_out(out))
     output = output or run_dir / "prototypes.png"
@@ -126,8 +126,7 @@ def prototypes(out: Path | None, run: str, output: Path | None) -> None:
 
 def write_report_html(out: Path) -> Path:
     """<out>/report.html: what `protobench report --out OUT --html OUT/report.html` writes (a sweep's last word)."""
-    from protobench.html_report import write_html
-    from protobench.report import build_rows
+    from protobench.report import build_rows, write_html
     from protobench.store import records
 
     done = records(out, status="completed")
@@ -139,11 +138,12 @@ def no_runs(out: Path) -> bool:
     A path that is not a folder is a mistake (exit 2)."""
     from protobench.config import check_out
     from protobench.errors import UsageError
+    from protobench.runfolder import RUNS
 
     check_out(out, write=False)
     if not out.is_dir():
         raise UsageError(f"no results folder {out} (--out, or $PROTOBENCH_OUT)")
-    runs = out / "runs"
+    runs = out / RUNS
     return not runs.is_dir() or not any(runs.iterdir())
 
 

@@ -31,7 +31,7 @@ def run(resume_id: str | None, stop_after: str | None, **params: Any) -> None:
     registry = get_registry()
     out = resolve_out(params["out"])
     if resume_id:
-        from protobench.io import run_path
+        from protobench.runfolder import run_path
 
         cfg_path = run_path(out, resume_id) / "config.json"  # a run id is a name, never a path
         if not cfg_path.exists():

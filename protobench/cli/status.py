@@ -21,12 +21,13 @@ def status(out: Path | None, as_json: bool) -> None:
     from rich.table import Table
 
     from protobench.errors import UsageError
+    from protobench.slurm import scheduler_states
     from protobench.status import COLOURS, statuses
 
     out = resolve_out(out)
     if not out.is_dir():
         raise UsageError(f"no results folder {out} (--out, or $PROTOBENCH_OUT)")
-    rows = statuses(out)
+    rows = statuses(out, scheduler_states)
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
         return

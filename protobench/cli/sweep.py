@@ -186,9 +186,9 @@ def _run_parallel(combos, fixed, registry, out: Path, sid: str, processes: int, 
     from protobench import store
     from protobench.config import build_config
     from protobench.errors import UsageError
-    from protobench.io import atomic_write_json, run_path
+    from protobench.io import atomic_write_json
     from protobench.jobs import HELD, Job, apply_threads, last_error, prepare_instruments, run_parallel
-    from protobench.records import completed_record
+    from protobench.runfolder import completed_record, run_path
     from protobench.sweep import describe, failed_record, spread
 
     show = not params.get("quiet")
