@@ -61,7 +61,7 @@ def main() -> None:
                 start = time.perf_counter()
                 fn(out)
                 times[name].append(time.perf_counter() - start)
-        ratio = statistics.median(f / i for f, i in zip(times["folders"], times["index"]))
+        ratio = statistics.median(f / i for f, i in zip(times["folders"], times["index"], strict=True))
         result = {"benchmark": "index_vs_folders", "runs": args.copies, "rounds": args.rounds,
                   "index_cold_s": cold, "index_warm_s": statistics.median(times["index"]),
                   "folders_s": statistics.median(times["folders"]), "folders_over_index": ratio,

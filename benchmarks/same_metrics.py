@@ -52,7 +52,7 @@ def main(before: Path, after: Path) -> int:
         n_events += len(ea)
         if len(ea) != len(eb):
             problems.append(f"{name}: {len(ea)} events vs {len(eb)}")
-        for i, (x, y) in enumerate(zip(ea, eb)):
+        for i, (x, y) in enumerate(zip(ea, eb, strict=False)):
             if x != y:
                 keys = sorted(k for k in set(x) | set(y) if x.get(k) != y.get(k))
                 problems.append(f"{name}: event {i} ({x.get('event')}) differs in {', '.join(keys)}")
