@@ -65,7 +65,7 @@ def _eval_table(record: dict[str, Any], keys: list[str], unit: str, short: bool,
     from protobench.ledger import charged_seconds
 
     compiled = any(e["device_seconds"].get("compile") for e in record["evals"])
-    for n in range(len(keys), 0, -1):
+    for n in range(len(keys), -1, -1):
         table = Table(title=f"run {record['run_id']} — {record['status']}")
         table.add_column("images", justify="right", no_wrap=True)
         for key in keys[:n]:
@@ -75,9 +75,9 @@ def _eval_table(record: dict[str, Any], keys: list[str], unit: str, short: bool,
             se = ev.get("metrics_se") or {}
             table.add_row(f"{ev['images_seen']:,}", *[_fmt(ev["metrics"].get(k), se.get(k)) for k in keys[:n]],
                           f"{charged_seconds(ev['device_seconds']) / 3600:.4f}")
-        if n == 1 or _measure(table) <= width:
+        if n <= 1 or _measure(table) <= width:
             return table, keys[:n]
-    raise AssertionError("unreachable")
+    raise AssertionError("unreachable")  # n == 0 always returns
 
 
 def _measure(table) -> int:
