@@ -38,7 +38,9 @@ def print_record(record: dict[str, Any]) -> None:
         c.print(escape(note), style="dim")
     if record.get("best"):
         b = record["best"]
-        c.print(f"best {escape(b['metric'])} = {b['value']:.3f} at {b['images_seen']:,} images, "
+        se = next((e.get("metrics_se", {}).get(b["metric"]) for e in record["evals"]
+                   if e["images_seen"] == b["images_seen"]), None)
+        c.print(f"best {escape(b['metric'])} = {_fmt(b['value'], se)} at {b['images_seen']:,} images, "
                 f"{b['device_hours']:.4f} {unit} (prepare {b['prepare_hours']:.4f}"
                 + (f", compile {b['compile_hours']:.4f})" if b.get("compile_hours") else ")"))
     if record.get("error"):
