@@ -120,7 +120,7 @@ class Pool:
             env[THREADS_ENV] = str(self.threads)
         if self.hostfile is not None:
             cmd += ["--hostfile", str(self.hostfile)]
-        if self.free_devices:
+        if self.free_devices and job.cfg.gpus <= 1:  # a DeepSpeed run (--gpus N) takes the GPUs its launcher picks
             job.device = self.free_devices.pop(0)
             cmd += ["--device", job.device]
         job.log = open(job.run_dir / "job.log", "ab")  # noqa: SIM115 - closed when the job ends
