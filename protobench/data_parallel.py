@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from protobench.device import has_cuda
-from protobench.errors import Interrupted, UsageError
+from protobench.errors import ExitCode, Interrupted, UsageError
 
 #: what a rank needs to join its process group
 REQUIRED_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -222,9 +222,9 @@ def _launched_record(cfg, run_dir: Path, log: Path, rc: int) -> dict[str, Any]:
     with run_lock(run_dir, wait=True, timeout=120):  # rank 0 may still be checkpointing after a signal
         record = load_record(run_dir)
     stops = [e for e in read_events(events) if e.get("event") in ("interrupted", "resume", "start", "end", "failed")]
-    if rc != 0 and stops and stops[-1]["event"] == "interrupted":  # SIGTERM reached the ranks: resumable
+    if rc != ExitCode.OK and stops and stops[-1]["event"] == "interrupted":  # SIGTERM reached the ranks: resumable
         raise Interrupted(cfg.run_id(), int(stops[-1].get("images_seen") or 0), stops[-1].get("checkpoint"))
-    if rc != 0 and record["status"] != "failed":
+    if rc != ExitCode.OK and record["status"] != "failed":
         append_event(events, {"event": "failed", "time": time.time(),
                               "error": f"launcher exited with code {rc}; see {log}", "log_tail": _log_tail(log)})
         record = load_record(run_dir)
