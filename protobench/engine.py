@@ -36,9 +36,10 @@ from protobench.checkpoints import (
 )
 from protobench.compiled import CompileClock
 from protobench.config import RunConfig, lr_at
+from protobench.data_parallel import initialize_engine
+from protobench.device import device_info, pick_device
 from protobench.diffusion import NoiseSchedule
 from protobench.diskspace import is_no_space, no_space_reason
-from protobench.dist import current_dist, device_info, initialize_engine, pick_device
 from protobench.errors import Interrupted, NoSpace, TrainingDiverged, UsageError
 from protobench.events import append_event
 from protobench.generation import generate, save_grid
@@ -59,6 +60,7 @@ from protobench.paths import cache_dir
 from protobench.plugins import Registry
 from protobench.precision import Precision
 from protobench.progress import stage
+from protobench.rank import current_dist
 from protobench.records import load_record
 from protobench.runfolder import run_path
 from protobench.vocabulary import AXES

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """What a protobench process's exit status means: the command line, a sweep's jobs, DeepSpeed ranks."""
+
+    OK = 0
+    FAILED = 1  # a run (or a sweep's combination) failed; the record says why
+    USAGE = 2  # the user's input was refused: one line on stderr
+    DIVERGED = 3  # the loss became NaN/inf
+    HELD = 75  # another process holds the run (a second sweep on the same folder)
+    INTERRUPTED = 130  # stopped on request (Ctrl-C, SIGTERM, --stop-after) with a checkpoint: resumable
+    REQUEUED = -1  # a Slurm job that put itself back in the queue and leaves without a result (submitit's protocol)
+
 
 class UsageError(Exception):
     """A mistake in the user's input: bad name, bad option, missing path, malformed file."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
 
 class PluginError(UsageError):
@@ -16,7 +30,7 @@ class PluginError(UsageError):
 class TrainingDiverged(RuntimeError):
     """The loss became NaN/inf; the run stops and keeps its checkpoints."""
 
-    exit_code = 3
+    exit_code = ExitCode.DIVERGED
 
     def __init__(self, step: int, loss: float):
         super().__init__(f"loss became {loss} at step {step}; run stopped, checkpoints kept")

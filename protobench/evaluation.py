@@ -62,11 +62,12 @@ def evaluate_file(samples: Path, dataset_name: str, metric_names: tuple[str, ...
                   ) -> dict[str, Any]:
     """Score an .npz of samples against a dataset: the record `protobench eval --json` prints."""
     from protobench.config import build_config, build_metrics, parse_overrides
-    from protobench.dist import current_dist, device_info, pick_device
+    from protobench.device import device_info, pick_device
     from protobench.interfaces import Reference
     from protobench.parts import inception_weights as weights_from_config
     from protobench.paths import cache_dir
     from protobench.plugins import get_registry
+    from protobench.rank import current_dist
 
     registry = get_registry()
     images, labels = load_samples(samples)

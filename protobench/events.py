@@ -29,6 +29,7 @@ END = "end"  # the run finished its budget
 FAILED = "failed"  # the run cannot go on (its error line)
 INTERRUPTED = "interrupted"  # stopped resumably (signal, full disk, --stop-after): a rerun resumes
 REQUEUE = "requeue"  # the scheduler requeued the run's job (Slurm)
+REFUSED = "refused"  # a sweep job's input was refused (written to the job's own events file, not the run's)
 
 #: each kind and the fields it carries besides "event" and "time" (optional ones included)
 FIELDS: dict[str, tuple[str, ...]] = {
@@ -44,6 +45,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
     FAILED: ("error", "step", "traceback"),
     INTERRUPTED: ("images_seen", "checkpoint", "reason"),
     REQUEUE: ("images_seen", "job_id"),
+    REFUSED: ("exit_code", "error"),
 }
 #: the kinds that start, continue or end a run (what a launcher looks at to tell how a run stopped)
 LIFECYCLE = (INTERRUPTED, RESUME, START, END, FAILED)

@@ -13,11 +13,12 @@ from torch import Tensor
 
 from protobench.checkpoints import load_latest, strip
 from protobench.config import RunConfig
-from protobench.dist import Dist, current_dist, gather_to_main, pick_device
+from protobench.device import pick_device
 from protobench.errors import UsageError
 from protobench.interfaces import ConditionedNet
 from protobench.io import atomic_write_bytes
 from protobench.parts import Parts, build_parts, prepare_context
+from protobench.rank import Dist, current_dist, gather_to_main
 
 
 def to_uint8(x: Tensor) -> Tensor:

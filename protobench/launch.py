@@ -13,11 +13,11 @@ def execute(cfg, registry, out: Path, show_progress: bool = True, hostfile: Path
 
     `progress(images_seen, budget, mse)`, if given, is called as training advances (a sweep's display)."""
     if cfg.gpus > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
-        from protobench.distributed import launch
+        from protobench.data_parallel import launch
 
         return launch(cfg, out, show_progress=show_progress, hostfile=hostfile, progress=progress)
+    from protobench.device import apply_threads
     from protobench.engine import Run
-    from protobench.jobs import apply_threads
 
     apply_threads(threads)
     return Run(cfg, registry, out, show_progress=show_progress, progress=progress).execute()

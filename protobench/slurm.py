@@ -1,4 +1,5 @@
-"""Sweeps as Slurm jobs, through submitit: `protobench sweep --executor slurm`.
+"""Slurm jobs through submitit, for `protobench sweep --executor slurm` (slurm_sweep.py): options, submission,
+the job's own side, and what the queue says.
 
 Each combination is one task of a job array (one array per resource shape: combinations asking for different
 numbers of GPUs cannot share one). The sweep's --out must be on storage every node sees: each job writes its run
@@ -40,7 +41,7 @@ try:  # the job's callable must be one submitit knows how to requeue
 except ImportError:  # pragma: no cover - submitit is a dependency; only `--executor slurm` needs it
     Checkpointable = object  # type: ignore[misc,assignment]
 
-from protobench.errors import UsageError
+from protobench.errors import ExitCode, UsageError
 
 #: requeues at the same number of images after which a run is marked failed instead of requeued again
 MAX_STUCK = 3
@@ -214,7 +215,7 @@ def requeue(run_dir: Path, images_seen: int) -> str:
           flush=True)
     # submitit's protocol: requeue, then leave without a result (the next start runs the same call again)
     subprocess.run(["scontrol", "requeue", str(job_id)], check=False, timeout=60)
-    sys.exit(-1)
+    sys.exit(ExitCode.REQUEUED)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,122 +289,3 @@ def scheduler_states(job_ids: list[str]) -> dict[str, dict[str, str]]:
                     found[parts[0]] = {"state": parts[1].split()[0], "node": parts[2], "start": parts[3],
                                        "reason": ""}
     return found
-
-
-def follow(entries: list[dict[str, Any]], out: Path, show: bool, console: Any) -> None:
-    """`--wait`: the usual progress display until every job has left the queue."""
-    from rich.markup import escape
-
-    from protobench.events import follow as follow_events
-    from protobench.jobs import stage_of
-    from protobench.progress import make_progress
-
-    progress = make_progress("images", show=show, console=console)
-    offsets = {e["run_id"]: 0 for e in entries}
-    seen = {e["run_id"]: 0 for e in entries}
-    stages = {e["run_id"]: "pending" for e in entries}
-    with progress:
-        overall = progress.add_task("sweep", total=sum(e["budget"] for e in entries))
-        rows = {e["run_id"]: progress.add_task(escape(e["label"]), total=e["budget"]) for e in entries}
-        while True:
-            states = scheduler_states([e["job_id"] for e in entries])
-            active = 0
-            for e in entries:
-                rid = e["run_id"]
-                offsets[rid], new = follow_events(out / "runs" / rid / "events.jsonl", offsets[rid])
-                for ev in new:
-                    if "images_seen" in ev:
-                        seen[rid] = int(ev["images_seen"])
-                    stages[rid] = stage_of(ev) or ev.get("event") or stages[rid]
-                state = states.get(e["job_id"], {}).get("state", "")
-                if state in ACTIVE:
-                    active += 1
-                shown = "pending" if state in ("PENDING", "REQUEUED") else stages[rid]
-                progress.update(rows[rid], completed=seen[rid],
-                                description=f"{escape(e['label'])} · job {e['job_id']} · {escape(shown)}")
-            progress.update(overall, completed=sum(seen.values()),
-                            description=f"sweep: {active} of {len(entries)} jobs queued or running")
-            if not active:
-                return
-            time.sleep(1.0)
-
-
-def run_slurm_sweep(combos: list[dict[str, Any]], fixed: dict[str, Any], registry: Any, out: Path, sid: str,
-                    params: dict[str, Any], console: Any) -> list[dict[str, Any]]:
-    """Submit the combinations not yet completed; with --wait, follow them and return their records."""
-    from rich.markup import escape
-
-    from protobench import store
-    from protobench.config import build_config, read_toml
-    from protobench.io import atomic_write_json
-    from protobench.runfolder import completed_record, run_path
-    from protobench.sweep import describe
-
-    table, where = None, "--executor slurm"
-    if params.get("config_file"):
-        where = str(params["config_file"])
-        table = read_toml(params["config_file"]).get("slurm")
-    flags = {"partition": params.get("partition"), "time": params.get("time_limit"),
-             "cpus": params.get("cpus_per_job"), "sbatch": parse_sbatch_flags(params.get("sbatch") or ())}
-    opts = slurm_options(table, flags, where)
-    check_cluster(opts)
-    todo: list[tuple[str, Any]] = []
-    manifest: list[dict[str, Any]] = []
-    done: list[dict[str, Any]] = []
-    for combo in combos:
-        cfg = build_config({**fixed, **combo}, registry)  # a bad combination: one line, nothing submitted
-        run_dir = run_path(out, cfg.run_id())
-        prior = completed_record(run_dir)
-        if prior is not None:
-            done.append(store.index_run(out, run_dir) or prior)
-            manifest.append({"combo": combo, "run_id": cfg.run_id(), "status": "completed", "error": None})
-            continue
-        todo.append((describe(combo), cfg))
-        manifest.append({"combo": combo, "run_id": cfg.run_id(), "status": "submitted", "error": None})
-    console.print(f"sweep {sid}: {len(combos)} combinations → {out}")
-    ids = submit(todo, out, sid, opts, params.get("threads")) if todo else {}
-    manifest_path = out / "sweeps" / f"{sid}.json"
-    earlier: dict[str, list[str]] = {}
-    try:  # an earlier submission of the same sweep: its job ids stay listed
-        import json
-
-        for r in json.loads(manifest_path.read_text()).get("runs", []):
-            earlier[r.get("run_id")] = list(r.get("job_ids") or [])
-    except (OSError, ValueError, AttributeError):
-        pass
-    for r in manifest:
-        jobs = earlier.get(r["run_id"], [])
-        if r["run_id"] in ids:
-            jobs = [*jobs, ids[r["run_id"]]]
-            r["job_id"] = ids[r["run_id"]]
-        if jobs:
-            r["job_ids"] = jobs
-    atomic_write_json(manifest_path, {"sweep_id": sid, "fixed": fixed, "executor": "slurm", "runs": manifest})
-    arrays = sorted({j.split("_")[0] for j in ids.values()}, key=lambda j: (len(j), j))
-    console.print(f"submitted {len(ids)} job(s) to Slurm: array{'s' if len(arrays) > 1 else ''} "
-                  f"{', '.join(arrays) or '-'}; {len(done)} already completed. "
-                  f"`protobench status --out {out}` shows where they are")
-    for label, cfg in todo:
-        console.print(f"  job {ids[cfg.run_id()]}  run {cfg.run_id()}  {escape(label)}")
-    if not params.get("wait"):
-        return done + [{"run_id": cfg.run_id(), "status": "submitted", "job_id": ids[cfg.run_id()],
-                        "config": cfg.to_dict(), "error": None} for _, cfg in todo]
-    entries = [{"run_id": cfg.run_id(), "label": label, "job_id": ids[cfg.run_id()], "budget": cfg.budget}
-               for label, cfg in todo]
-    follow(entries, out, show=not params.get("quiet"), console=console)
-    results = list(done)
-    for _label, cfg in todo:
-        run_dir = out / "runs" / cfg.run_id()
-        try:
-            record = store.index_run(out, run_dir)
-        except Exception as exc:  # an unreadable run folder is reported, the others still are
-            record = {"run_id": cfg.run_id(), "status": "failed", "error": f"unreadable run: {exc}"}
-        if record is None:
-            record = {"run_id": cfg.run_id(), "status": "failed", "combination": None, "evals": [], "best": None,
-                      "config": cfg.to_dict(),
-                      "error": f"job {ids[cfg.run_id()]} left the queue before its run started; see {out / 'slurm' / sid}"}
-        elif record["status"] == "running":
-            record = {**record, "status": "failed",
-                      "error": f"job {ids[cfg.run_id()]} left the queue with the run unfinished; see {out / 'slurm' / sid}"}
-        results.append(record)
-    return results

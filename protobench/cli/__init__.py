@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from protobench.errors import Interrupted, NoSpace, TrainingDiverged, UsageError
+from protobench.errors import ExitCode, Interrupted, NoSpace, TrainingDiverged, UsageError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -43,7 +43,7 @@ class ProtobenchGroup(click.Group):
             if debug:
                 raise
             click.echo(interrupted_line(exc, ctx), err=True)
-            ctx.exit(130)
+            ctx.exit(ExitCode.INTERRUPTED)
 
 
 def click_usage_error(exc: click.UsageError, ctx: click.Context) -> None:

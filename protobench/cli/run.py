@@ -11,7 +11,7 @@ import click
 
 from protobench.cli.options import collect_user, resolve_out, run_options
 from protobench.cli.output import print_record
-from protobench.errors import UsageError
+from protobench.errors import ExitCode, UsageError
 
 
 @click.command()
@@ -46,7 +46,7 @@ def run(resume_id: str | None, stop_after: str | None, **params: Any) -> None:
         click.echo(json.dumps(record, indent=2, default=str))
     print_record(record)
     if record["status"] != "completed":
-        sys.exit(1)
+        sys.exit(ExitCode.FAILED)
 
 
 COMMANDS = (run,)

@@ -1,0 +1,58 @@
+"""The process layer: exit codes, a child's refusal as an event its parent reads, what the pool records for a
+job that exited, the DeepSpeed launcher's command, and the machine's cores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+from protobench.data_parallel import launcher_command
+from protobench.device import cpuinfo, physical_cores
+from protobench.errors import ExitCode, UsageError
+from protobench.pool import Job
+from protobench.sweep_runner import job_record
+from protobench.worker import refuse
+
+
+def test_exit_codes_keep_their_values():
+    assert (ExitCode.OK, ExitCode.FAILED, ExitCode.USAGE, ExitCode.HELD, ExitCode.INTERRUPTED) == (0, 1, 2, 75, 130)
+    assert UsageError.exit_code == ExitCode.USAGE == 2
+
+
+def _job(tmp_path: Path) -> Job:
+    cfg = SimpleNamespace(to_dict=lambda: {"conditioner": "random"}, run_id=lambda: "r1", budget=64)
+    run_dir = tmp_path / "runs" / "r1"
+    run_dir.mkdir(parents=True)
+    return Job(label="conditioner=random", cfg=cfg, run_dir=run_dir)
+
+
+def test_a_refusal_travels_as_an_event_and_reads_back_as_its_one_line(tmp_path, capsys):
+    job = _job(tmp_path)
+    assert refuse(job.job_events, ExitCode.USAGE, "an earlier start's refusal") == ExitCode.USAGE
+    job.refusals = job.job_events.stat().st_size  # this start begins after it
+    assert job.refusal() is None
+    refuse(job.job_events, ExitCode.USAGE, "denoiser: join must be add or concat")
+    assert job.refusal() == "denoiser: join must be add or concat"
+    assert capsys.readouterr().err.splitlines()[-1] == "error: denoiser: join must be add or concat"  # job.log
+
+
+def test_a_job_refused_before_its_run_started_is_recorded_failed_with_its_reason(tmp_path):
+    job = _job(tmp_path)
+    refuse(job.job_events, ExitCode.USAGE, "no such dataset folder")
+    record = job_record(job, ExitCode.USAGE, tmp_path)
+    assert (record["status"], record["error"], record["run_id"]) == ("failed", "no such dataset folder", "r1")
+    silent = _job(tmp_path / "other")
+    record = job_record(silent, ExitCode.FAILED, tmp_path / "other")
+    assert record["status"] == "failed" and "exited with code 1 before it started" in record["error"]
+
+
+def test_the_launcher_starts_the_one_worker_as_ranks(tmp_path):
+    cmd = launcher_command(tmp_path / "c.json", tmp_path, 2, None, 29500)
+    assert cmd[cmd.index("--config-json") - 1] == "protobench.worker"
+    assert "--deepspeed" in cmd
+
+
+def test_cores_are_counted_from_one_reading_of_cpuinfo():
+    assert physical_cores() >= 1
+    cpus = cpuinfo()
+    assert all(isinstance(cpu, dict) and cpu for cpu in cpus)
