@@ -64,8 +64,8 @@ def worker(argv: list[str] | None = None) -> int:
     from deepspeed.accelerator import get_accelerator
 
     from protobench.config import RunConfig
-    from protobench.engine import Run
     from protobench.plugins import get_registry
+    from protobench.training.run import Run
 
     cfg = RunConfig.from_dict(json.loads(args.config_json.read_text()))
     deepspeed.init_distributed(dist_backend=get_accelerator().communication_backend_name(), verbose=False)

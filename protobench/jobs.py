@@ -96,8 +96,8 @@ def apply_threads(threads: int | None) -> int:
 def prepare_instruments(cfgs: list[Any], registry, out: Path, show: bool) -> None:
     """Build the measuring instruments (evaluator, real statistics) once, in this process, before the jobs that
     share them start: with the first of `cfgs` that builds (one that refuses its options says so in its job)."""
-    from protobench.engine import Run
     from protobench.errors import UsageError
+    from protobench.training.run import Run
 
     for cfg in cfgs:
         run = Run(cfg, registry, out, show_progress=show)
@@ -125,10 +125,10 @@ def child_main(argv: list[str] | None = None) -> int:
         os.environ["CUDA_VISIBLE_DEVICES"] = args.device
     apply_threads(args.threads)
     from protobench.config import RunConfig
-    from protobench.engine import Run
     from protobench.errors import UsageError
     from protobench.locks import RunLocked
     from protobench.plugins import get_registry
+    from protobench.training.run import Run
 
     cfg = RunConfig.from_dict(json.loads(args.config_json.read_text()))
     try:

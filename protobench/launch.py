@@ -16,8 +16,8 @@ def execute(cfg, registry, out: Path, show_progress: bool = True, hostfile: Path
         from protobench.distributed import launch
 
         return launch(cfg, out, show_progress=show_progress, hostfile=hostfile, progress=progress)
-    from protobench.engine import Run
     from protobench.jobs import apply_threads
+    from protobench.training.run import Run
 
     apply_threads(threads)
     return Run(cfg, registry, out, show_progress=show_progress, progress=progress).execute()

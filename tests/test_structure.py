@@ -14,8 +14,9 @@ PLUGINS = ROOT / "plugins"
 #: what a plugin may import from protobench: the package (interfaces, hookimpl, UsageError) and the kit
 PUBLIC = ("protobench", "protobench.kit", "protobench.testing")
 #: the modules that run training (and import torch): reading results never reaches them
-TRAINING = ("protobench.engine", "protobench.generation", "protobench.checkpoints", "protobench.parts",
-            "protobench.dist", "protobench.distributed", "protobench.jobs", "protobench.precision",
+TRAINING = ("protobench.training.run", "protobench.training.loop", "protobench.training.state",
+            "protobench.training.generation", "protobench.training.checkpoints", "protobench.training.parts",
+            "protobench.dist", "protobench.distributed", "protobench.jobs", "protobench.training.precision",
             "protobench.diffusion", "protobench.plot_samples")
 #: the modules that read results: records, the index, the report, the curves
 RESULTS = ("protobench.report", "protobench.records", "protobench.store", "protobench.plots", "protobench.units")
@@ -175,11 +176,11 @@ def test_reading_results_never_reaches_training():
             assert training not in seen, _chain(seen, training)
     # the commands start no run themselves (run and sweep go through launch.execute)
     for command in ("protobench.cli.run", "protobench.cli.sweep", "protobench.cli.results"):
-        assert "protobench.engine" not in edges[command], command
+        assert "protobench.training.run" not in edges[command], command
 
 
 def test_engine_and_launcher_import_each_other_in_one_direction_only():
-    assert "protobench.distributed" not in reachable("protobench.engine", graph(_sources()))
+    assert "protobench.distributed" not in reachable("protobench.training.run", graph(_sources()))
 
 
 def test_core_does_not_import_builtin_plugins():

@@ -20,7 +20,7 @@ WORKER = textwrap.dedent('''
     import torch
     import deepspeed
     from safetensors.torch import load_file, save_file
-    from protobench.dist import consolidated_optimizer_state, load_consolidated_optimizer_state
+    from protobench.training.checkpoints import consolidated_optimizer_state, load_consolidated_optimizer_state
 
     stage, out = int(sys.argv[1]), sys.argv[2]
     deepspeed.init_distributed(dist_backend="gloo", verbose=False)

@@ -86,6 +86,20 @@ class Conditioner(nn.Module):
     spec: ConditionSpec = ConditionSpec()
     #: what the run's progress calls the prepare step (e.g. "prepare (Stage I)")
     prepare_stage: str = "prepare"
+    #: whether this conditioner learns class prototypes in its prepare step, leaving its Stage-I record (features,
+    #: prototypes) under `results["stage1"]` for `protobench plot prototypes`; declare it with a lazy registration
+    #: so that reading results imports nothing, e.g.
+    #:     class FrozenPrototypes(Conditioner):
+    #:         name = "proto-frozen"
+    #:         learns_prototypes = True
+    #:     register("my_pkg.proto:FrozenPrototypes", name="proto-frozen", learns_prototypes=True)
+    learns_prototypes: ClassVar[bool] = False
+
+    @property
+    def prepares(self) -> bool:
+        """Whether this conditioner has a prepare step (its class overrides `prepare`): one without is charged
+        no prepare time."""
+        return type(self).prepare is not Conditioner.prepare
 
     def prepare(self, ctx: PrepareContext) -> None:  # noqa: B027 - optional hook
         """Optional stage before diffusion training (Stage-I prototype learning, training an auxiliary classifier).

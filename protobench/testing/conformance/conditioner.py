@@ -160,7 +160,7 @@ class ConditionerTests(PluginTests, ModuleChecks):
 
     def test_trains_in_a_run_and_prepare_is_timed(self, plugin_registry, tmp_path, protobench_cache):
         """A tiny run with this conditioner completes; its prepare stage is booked under `prepare`."""
-        from protobench.engine import Run
+        from protobench.training.run import Run
 
         user = {"conditioner": self.plugin_name, "metrics": "none", **flatten_options({"conditioner": self.options})}
         record = Run(tiny_config(plugin_registry, **user), plugin_registry, tmp_path / "out", show_progress=False).execute()
