@@ -65,9 +65,22 @@ class StopRequest:
         self._previous.clear()
 
 
-def train(ctx: RunContext, parts: Parts, state: TrainState, evaluator: Evaluator, clock: CompileClock | None) -> None:
-    """Train `state` to the budget. Raises Interrupted after the checkpoint a stop asked for."""
+def compile_step(ctx: RunContext, state: TrainState) -> CompileClock | None:
+    """The compiled step (`-o compile`), or None for the eager one; DeepSpeed's engine stays eager."""
+    if not compiled.enabled(ctx.cfg.compile, ctx.device):
+        return None
+    if state.engine is not None:
+        ctx.say("compile: a DeepSpeed run stays eager")
+        return None
+    ctx.event("stage", name=f"compile ({compiled.mode_for(ctx.device)})")
+    return compiled.compile_model(state.model, ctx.device, state.ema.model)
+
+
+def train(ctx: RunContext, parts: Parts, state: TrainState, evaluator: Evaluator) -> None:
+    """Train `state` to the budget (compiled with `-o compile`). Raises Interrupted after the checkpoint a
+    stop asked for."""
     cfg = ctx.cfg
+    clock = compile_step(ctx, state)  # after the state counted its FLOPs: they are counted on the eager graph
     batches = Batches(cfg, parts.data.train_split, ctx.dist, state.train_gen)
     #: stop this invocation (checkpoint, "interrupted", resumable) once this many images are seen: --stop-after
     stop_after = int(os.environ.get("PROTOBENCH_STOP_AFTER") or 0) or math.inf

@@ -20,7 +20,6 @@ from protobench.locks import RunLock, RunLocked
 from protobench.loggers import RunLoggers
 from protobench.plugins import Registry
 from protobench.records import load_record
-from protobench.training import compiled
 from protobench.training.checkpoints import load_latest
 from protobench.training.context import RunContext
 from protobench.training.evaluation import Evaluator
@@ -134,7 +133,7 @@ class Run:
             where = f"{torch.get_num_threads()} CPU thread(s)" if ctx.device.type == "cpu" else str(ctx.device)
             ctx.say(f"run {cfg.run_id()}: {steps:,} steps of {cfg.batch_size} = {steps * cfg.batch_size:,} images"
                     f"{rounded}, evaluated every {cfg.eval_every:,} with {cfg.eval_samples} samples; {where}")
-        train(ctx, parts, state, evaluator, self._compile(state))
+        train(ctx, parts, state, evaluator)
         return self._finish(state)
 
     def _prepare_conditioner(self, model: DiffusionModel, parts: Parts, ledger: Ledger,
@@ -151,16 +150,6 @@ class Run:
         model.to(ctx.device)
         ctx.event("prepare", component="conditioner", device_seconds=ledger.device_seconds["prepare"],
                   results=pctx.results, work=dict(prepare_work))
-
-    def _compile(self, state: TrainState) -> compiled.CompileClock | None:
-        """The compiled step (`-o compile`), or None for the eager one; DeepSpeed's engine stays eager."""
-        if not compiled.enabled(self.cfg.compile, self.ctx.device):
-            return None
-        if state.engine is not None:
-            self.ctx.say("compile: a DeepSpeed run stays eager")
-            return None
-        self.ctx.event("stage", name=f"compile ({compiled.mode_for(self.ctx.device)})")
-        return compiled.compile_model(state.model, self.ctx.device, state.ema.model)
 
     def _finish(self, state: TrainState) -> dict[str, Any]:
         """The `end` event, and the record every rank returns once rank 0 has completed it."""
