@@ -9,9 +9,16 @@ import os
 import time
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from protobench.errors import UsageError
+
+if TYPE_CHECKING:  # torch: imported by the functions that run
+    from protobench.config import RunConfig
+    from protobench.plugins import Registry
+    from protobench.training.context import RunContext
+    from protobench.training.parts import Parts
+    from protobench.training.state import TrainState
 
 DEFAULT_METRICS = ("fid", "kid", "precision-recall")
 LABELLED_METRICS = ("class-accuracy",)  # added by default when the file has labels
@@ -204,7 +211,7 @@ class Evaluator:
     """A run's evaluations: sample counts checked when built, the measuring instruments (`prepare_instruments`),
     and each evaluation (`evaluate`): samples from the EMA net, scores, a grid, the `eval` event."""
 
-    def __init__(self, ctx, parts):
+    def __init__(self, ctx: RunContext, parts: Parts):
         self.ctx = ctx
         self.parts = parts
         self.instruments: dict[str, str] = {}
@@ -241,7 +248,7 @@ class Evaluator:
             return self._compiled, self._compiled.clock
         return net, None
 
-    def _prepare_guidance(self, net, state) -> None:
+    def _prepare_guidance(self, net, state: TrainState) -> None:
         """Fit the guidance on the trained net (feature guidance's classifier), charged to prepare."""
         from protobench.training.parts import prepare_context
 
@@ -253,7 +260,7 @@ class Evaluator:
         ctx.event("prepare", component="guidance", images_seen=state.images_seen, results=pctx.results,
                   device_seconds=state.ledger.device_seconds["prepare"], work=dict(state.prepare_work))
 
-    def evaluate(self, state) -> None:
+    def evaluate(self, state: TrainState) -> None:
         """Sample from the EMA net, score, save the grid; append to `state.evals` and record the `eval` event."""
         from protobench.training import compiled
         from protobench.training.generation import generate
@@ -327,12 +334,17 @@ class Evaluator:
         copy_file(grid, run_dir / "samples.png", within=run_dir)
 
 
-def prepare_instruments(cfg, registry, out: Path, show_progress: bool = True) -> dict[str, str]:
-    """Build `cfg`'s measuring instruments (evaluator, real statistics) into the cache under `out`, as its run
-    would, and return their digests; UsageError when the config's parts refuse to build."""
+def build_evaluator(cfg: RunConfig, registry: Registry, out: Path, show_progress: bool = True) -> Evaluator:
+    """The evaluator `cfg`'s run would have, its parts built as the run builds them; UsageError when the config's
+    parts refuse to build (or its sample counts are too few for its metrics)."""
     from protobench.training.context import RunContext
     from protobench.training.parts import build_parts, load_data
 
     ctx = RunContext(cfg, registry, out, show_progress=show_progress)
-    parts = build_parts(cfg, registry, load_data(cfg, registry), ctx.out, ctx.device)
-    return Evaluator(ctx, parts).prepare_instruments()
+    return Evaluator(ctx, build_parts(cfg, registry, load_data(cfg, registry), ctx.out, ctx.device))
+
+
+def prepare_instruments(cfg: RunConfig, registry: Registry, out: Path, show_progress: bool = True) -> dict[str, str]:
+    """Build `cfg`'s measuring instruments (evaluator, real statistics) into the cache under `out`, as its run
+    would, and return their digests."""
+    return build_evaluator(cfg, registry, out, show_progress).prepare_instruments()

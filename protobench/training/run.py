@@ -31,11 +31,19 @@ from protobench.vocabulary import AXES
 
 
 class Run:
+    """`Run(cfg, registry, out).execute()`: one run to its record (completed, or resumed to completion); a
+    failure or an interruption is recorded in its events and raised."""
+
     def __init__(self, cfg: RunConfig, registry: Registry, out: Path, show_progress: bool = True,
                  progress: Callable[[int, int, float], None] | None = None):
         self.cfg = cfg
         self.ctx = RunContext(cfg, registry, out, show_progress, progress)
         self.state: TrainState | None = None
+
+    @property
+    def dir(self) -> Path:
+        """The run's folder, `<out>/runs/<run_id>/`."""
+        return self.ctx.dir
 
     def execute(self) -> dict[str, Any]:
         ctx = self.ctx
@@ -189,7 +197,7 @@ class Run:
             "combination": cfg.combination(), "plugins": self._plugin_versions(),
             "dataset_checksum": data.checksum if data else None, "protobench_version": __version__,
             "device": device_info(ctx.device, ctx.dist.world), "instruments": instruments,
-            "target": getattr(data.dataset, "target", None) if data else None,  # a preset's declared target
+            "target": data.dataset.target if data else None,  # a preset's declared target, for the report
         }, within=ctx.dir)
 
     def _plugin_versions(self) -> dict[str, dict[str, str]]:
