@@ -14,7 +14,7 @@ the samplers alternated within each round, so that machine load hits all alike.
 With `--speed-only` (what benchmarks/gpu_check.sh runs, e.g. `--device cuda --speed-only --dataset cifar10`):
 no training and no FID, only the evaluation's images/s of the preset's own sampler and guidance (DPM-Solver++
 with CFG, one batched call per step) on an untrained net of the preset's size (speed does not depend on the
-weights), eager against compiled (protobench.compiled, as `-o compile=on` samples), and the compile seconds.
+weights), eager against compiled (protobench.training.compiled, as `-o compile=on` samples), and the compile seconds.
 
 The default is the fewest-step candidate at least twice as fast as DDIM-50 whose mean FID and mean
 intra-class FID are each no worse than DDIM-50's by more than that noise. Last line: one JSON object.
@@ -39,8 +39,8 @@ def trained_run(out: Path, budget: int, quiet: bool) -> Path:
     """The run folder of one completed digits model of `budget` images under `out` (trained here the first
     time; one trained under older defaults is reused, so that its kept scores are too)."""
     from protobench.config import build_config
-    from protobench.engine import Run
     from protobench.plugins import get_registry
+    from protobench.training.run import Run
 
     for done in sorted((out / "runs").glob("*/checkpoints/latest.json")):
         config = json.loads((done.parent.parent / "config.json").read_text())["config"]
@@ -77,12 +77,12 @@ def speed_only(args) -> None:
     import torch
 
     from benchmarks._common import sync
-    from protobench.compiled import CompiledNet, mode_for
     from protobench.config import build_config
     from protobench.diffusion import NoiseSchedule
-    from protobench.generation import generate
     from protobench.interfaces import ConditionedNet
     from protobench.plugins import get_registry
+    from protobench.training.compiled import CompiledNet, mode_for
+    from protobench.training.generation import generate
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     registry = get_registry()
@@ -160,23 +160,23 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from protobench.config import build_config, build_metrics
-    from protobench.generation import generate, load_trained
     from protobench.interfaces import Reference
     from protobench.io import atomic_write_json, json_digest
     from protobench.paths import cache_dir
     from protobench.plugins import get_registry
+    from protobench.training.generation import load_trained
 
     run_dir = trained_run(args.out, args.budget, args.quiet)
     registry = get_registry()
-    run, net, meta = load_trained(run_dir, registry)
+    trained = load_trained(run_dir, registry)
+    run = trained.parts
     num_classes, image_shape = run.dataset.num_classes, tuple(run.dataset.image_shape)
     keys = [BASELINE, *(args.candidate or CANDIDATES)]
     samplers = {key: registry.build("sampler", *parse_key(key), {}) for key in keys}
     seeds = [int(s) for s in args.seeds.split(",")]
 
     def draw(sampler, n: int, seed: int):
-        return generate(net, run.guidance, sampler, run.schedule, n, num_classes, image_shape, seed=seed,
-                        device=run.device, batch_size=args.batch)
+        return trained.draw(n, seed, sampler=sampler, batch_size=args.batch)
 
     # quality, kept per (model, evaluator, sampler, n, seed) so that the timed invocation need not sample
     cfg = build_config({"dataset": DATASET, "metrics": "fid,intra-fid"}, registry)
@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> None:
                              "ratio": round(images_per_s[key] / images_per_s[BASELINE], 3),
                              **{m: [round(v, 3) for v in per_seed[key][m]] for m in METRICS}} for key in keys},
         "n": args.n, "seeds": seeds, "evaluator": evaluator,
-        "model": {"run_id": run_dir.name, "images_seen": meta["images_seen"]},
+        "model": {"run_id": run_dir.name, "images_seen": trained.checkpoint["images_seen"]},
         "device": str(run.device), "threads": torch.get_num_threads(),
     }
     emit(result)

@@ -4,7 +4,7 @@ forward/backward/AdamW loop on the same denoiser and a batch of the same size, a
 
     python -m benchmarks.step_overhead [--quick] [--batch 128] [--levers] [-o key=value ...]
 
-The run is set up by the engine itself (`Run.build` and `Run._execute` up to its training loop), so what
+The run is set up by protobench.training itself (parts, train state, batches, `loop.train_step`), so what
 is timed is what `protobench run` executes. The last line is one JSON object; `ratio` is engine / bare
 seconds per step (1.0 = no overhead). `--levers` adds a third contender, the same engine step with the
 change proposed for the engine (fused AdamW), patched in here.
@@ -23,29 +23,34 @@ from benchmarks._common import alternate, emit, matmul_probe, median, one_thread
 
 
 def engine_run(overrides: dict, out: Path):
-    """A digits run set up exactly as `protobench run` sets it up, stopped before its training loop."""
+    """A digits run's pieces set up exactly as `protobench run` sets them up (parts, model, train state, batches),
+    before its training loop: (ctx, parts, state, batches)."""
     from protobench.config import build_config
-    from protobench.engine import Run
     from protobench.ledger import Ledger
     from protobench.plugins import get_registry
+    from protobench.training.batches import Batches
+    from protobench.training.context import RunContext
+    from protobench.training.objective import DiffusionModel
+    from protobench.training.parts import build_parts, load_data
+    from protobench.training.state import TrainState
 
-    cfg = build_config(overrides, get_registry())
-    run = Run(cfg, get_registry(), out, show_progress=False)
+    registry = get_registry()
+    cfg = build_config(overrides, registry)
+    ctx = RunContext(cfg, registry, out, show_progress=False)
     torch.manual_seed(cfg.seed * 1000)
-    run.build()
-    run.ledger = Ledger(devices=1)
-    run.dir.mkdir(parents=True, exist_ok=True)
-    run._train_loop = lambda: None  # everything _execute builds (optimizer, EMA, generators), no training
-    run._execute()
-    return run
+    parts = build_parts(cfg, registry, load_data(cfg, registry), ctx.out, ctx.device)
+    ctx.dir.mkdir(parents=True, exist_ok=True)
+    model = DiffusionModel(parts.conditioner, parts.denoiser, parts.schedule).to(ctx.device)
+    state = TrainState(cfg, ctx, parts, model, Ledger(devices=1), {"images": 0.0, "flops": 0.0})
+    return ctx, parts, state, Batches(cfg, parts.data.train_split, ctx.dist, state.train_gen)
 
 
-def with_levers(run) -> None:
-    """Patch `run` with the engine-side lever still open: AdamW on its fused kernel (CPU and CUDA) instead of
+def with_levers(state) -> None:
+    """Patch the train `state` with the engine-side lever still open: AdamW on its fused kernel (CPU and CUDA) instead of
     the default per-parameter loop on a CPU. (The EMA is already one multi-tensor lerp in the engine.)"""
-    old = run.optimizer
+    old = state.optimizer
     params = [p for group in old.param_groups for p in group["params"]]
-    run.optimizer = torch.optim.AdamW(params, lr=old.defaults["lr"], weight_decay=old.defaults["weight_decay"],
+    state.optimizer = torch.optim.AdamW(params, lr=old.defaults["lr"], weight_decay=old.defaults["weight_decay"],
                                       fused=True)
 
 
@@ -80,29 +85,29 @@ def main(argv: list[str] | None = None) -> None:
     steps = args.steps or (4 if args.quick else 10)
     user = {"dataset": "digits", "batch_size": args.batch, "budget": 10**9, **parse_overrides(args.overrides)}
     with tempfile.TemporaryDirectory() as tmp:
-        run = engine_run(user, Path(tmp) / "a")
-        x_all, y_all = run.train_split.images, run.train_split.labels.long()
-        autocast = run._autocast()
-        x0, labels, t, noise = run._batch(x_all, y_all)
-        x_t = run.schedule.q_sample(x0, t, noise)
-        contenders = {"engine": lambda: run._train_step(x_all, y_all, autocast),
-                      "bare": bare_step(run.denoiser, run.conditioner, (x_t, t, labels, noise))}
+        from protobench.training.loop import train_step
+
+        ctx, parts, state, batches = engine_run(user, Path(tmp) / "a")
+        x0, labels, t, noise = batches(state.step)
+        x_t = parts.schedule.q_sample(x0, t, noise)
+        contenders = {"engine": lambda: train_step(ctx, state, batches(state.step)),
+                      "bare": bare_step(parts.denoiser, parts.conditioner, (x_t, t, labels, noise))}
         if args.levers:
-            patched = engine_run(user, Path(tmp) / "b")
+            p_ctx, _, patched, p_batches = engine_run(user, Path(tmp) / "b")
             with_levers(patched)
-            contenders["engine+levers"] = lambda: patched._train_step(x_all, y_all, autocast)
+            contenders["engine+levers"] = lambda: train_step(p_ctx, patched, p_batches(patched.step))
         times, probes = alternate(contenders, rounds=rounds, steps=steps, probe=matmul_probe)
-        progress(f"engine ran {run.step} steps, {run.images_seen} images")
+        progress(f"engine ran {state.step} steps, {state.images_seen} images")
     engine_s, bare_s = median(times["engine"]), median(times["bare"])
     levers = {}
     if args.levers:
         levers_s = median(times["engine+levers"])
         levers = {"levers_ms": round(levers_s * 1000, 1), "levers_ratio": round(levers_s / bare_s, 3)}
     emit({"benchmark": "step_overhead", "threads": torch.get_num_threads(), "device": "cpu",
-          "dataset": run.cfg.dataset, "batch": run.cfg.batch_size, "rounds": rounds, "steps_per_round": steps,
+          "dataset": state.cfg.dataset, "batch": state.cfg.batch_size, "rounds": rounds, "steps_per_round": steps,
           "engine_ms": round(engine_s * 1000, 1), "bare_ms": round(bare_s * 1000, 1),
-          "engine_images_per_s": round(run.cfg.batch_size / engine_s, 1),
-          "bare_images_per_s": round(run.cfg.batch_size / bare_s, 1),
+          "engine_images_per_s": round(state.cfg.batch_size / engine_s, 1),
+          "bare_images_per_s": round(state.cfg.batch_size / bare_s, 1),
           "probe_gflops": round(median(probes) / 1e9, 1), **levers, "ratio": round(engine_s / bare_s, 3)})
 
 

@@ -90,7 +90,7 @@ def diffusers_net(config: dict):
 def make_step(net, eps, batch, precision=None, compile_mode: str | None = None):
     """One training step (zero_grad, forward, MSE, backward, AdamW) and its forward + backward alone.
     With `compile_mode`, the forward and loss are torch.compile'd as `-o compile=on` compiles a run's."""
-    from protobench.precision import Precision
+    from protobench.training.precision import Precision
 
     x_t, t, labels, noise = batch
     precision = precision or Precision("fp32", x_t.device)
@@ -102,7 +102,7 @@ def make_step(net, eps, batch, precision=None, compile_mode: str | None = None):
 
     if compile_mode is not None:
         if x_t.device.type == "cuda":
-            net.to(memory_format=torch.channels_last)  # conv weights, as protobench.compiled does
+            net.to(memory_format=torch.channels_last)  # conv weights, as protobench.training.compiled does
         loss_of = torch.compile(loss_of, mode=compile_mode, dynamic=False)
 
     def forward_backward():
@@ -152,7 +152,7 @@ def bench_config(name: str, rounds: int, quick: bool, batch: int | None, steps: 
     import time
 
     from benchmarks._common import sync
-    from protobench.precision import Precision
+    from protobench.training.precision import Precision
 
     config = CONFIGS[name]
     batch = batch or config["quick_batch" if quick else "batch"]
@@ -222,11 +222,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
     parser.add_argument("--compile", action="store_true",
-                        help="add protobench's step compiled as `-o compile=on` does (protobench.compiled's mode)")
+                        help="add protobench's step compiled as `-o compile=on` does (protobench.training.compiled's mode)")
     parser.add_argument("--no-diffusers", action="store_true", help="protobench alone (eager, and compiled)")
     args = parser.parse_args(argv)
     one_thread()
-    from protobench.compiled import mode_for
+    from protobench.training.compiled import mode_for
 
     rounds = args.rounds or (3 if args.quick else 5)
     names = ["digits", "cifar10"] if args.config == "both" else [args.config]

@@ -17,7 +17,7 @@ def execute(cfg, registry, out: Path, show_progress: bool = True, hostfile: Path
 
         return launch(cfg, out, show_progress=show_progress, hostfile=hostfile, progress=progress)
     from protobench.device import apply_threads
-    from protobench.engine import Run
+    from protobench.training.run import Run
 
     apply_threads(threads)
     return Run(cfg, registry, out, show_progress=show_progress, progress=progress).execute()

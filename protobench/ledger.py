@@ -1,6 +1,6 @@
 """The clock: device-seconds per phase (wall seconds × devices in use).
 
-`compile` holds the seconds of the calls that compiled the step or the sampler (protobench.compiled), apart
+`compile` holds the seconds of the calls that compiled the step or the sampler (protobench.training.compiled), apart
 from `train` and `eval` so that compiled and eager arms compare phase by phase; it is charged like them."""
 
 from __future__ import annotations

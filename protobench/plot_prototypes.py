@@ -12,7 +12,7 @@ from protobench.events import read_events
 
 
 def stage1_record(run_dir: Path) -> dict[str, Any]:
-    """The Stage-I results a proto-* conditioner left in the run's events (where its artefacts live)."""
+    """The Stage-I results a prototype-learning conditioner left in the run's events (where its artefacts live)."""
     run_dir = Path(run_dir)
     config_path = run_dir / "config.json"
     if not config_path.exists():
@@ -24,11 +24,22 @@ def stage1_record(run_dir: Path) -> dict[str, Any]:
         if ev.get("event") == "prepare" and ev.get("component", "conditioner") == "conditioner":
             stage1 = (ev.get("results") or {}).get("stage1", stage1)
     if stage1 is None:
-        if conditioner.startswith("proto"):
+        if _learns_prototypes(conditioner):
             raise UsageError(f"run {meta.get('run_id', run_dir.name)} has no Stage-I record yet (it stopped before its prepare step ended)")
         raise UsageError(f"run {meta.get('run_id', run_dir.name)} is not a proto run (conditioner {conditioner!r}); "
                          "prototypes exist only for proto-frozen and proto-unfrozen")
     return stage1
+
+
+def _learns_prototypes(conditioner: str) -> bool:
+    """Whether the conditioner plugin declares that its prepare step learns prototypes (an unknown one: no)."""
+    from protobench.errors import PluginError
+    from protobench.plugins import get_registry
+
+    try:
+        return bool(get_registry().get("conditioner", conditioner).attribute("learns_prototypes", False))
+    except (UsageError, PluginError):
+        return False
 
 
 def pca_2d(features, prototypes):

@@ -122,16 +122,15 @@ def job_record(job, rc: int, out: Path) -> dict[str, Any]:
 def prepare_instruments(cfgs: list[Any], registry, out: Path, show: bool) -> None:
     """Build the measuring instruments (evaluator, real statistics) once, in this process, before the jobs that
     share them start: with the first of `cfgs` that builds (one that refuses its options says so in its job)."""
-    from protobench.engine import Run
     from protobench.errors import UsageError
+    from protobench.training.evaluation import build_evaluator
 
     for cfg in cfgs:
-        run = Run(cfg, registry, out, show_progress=show)
         try:
-            run.build()
+            evaluator = build_evaluator(cfg, registry, out, show_progress=show)
         except UsageError:
             continue
-        run.prepare_instruments()
+        evaluator.prepare_instruments()
         return
 
 

@@ -88,7 +88,7 @@ def run_rank(cfg_json: Path, out: Path) -> ExitCode:
     import torch.distributed as tdist
 
     from protobench.config import RunConfig
-    from protobench.engine import Run
+    from protobench.training.run import Run
     from protobench.errors import Interrupted
     from protobench.plugins import get_registry
 

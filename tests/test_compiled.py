@@ -1,4 +1,4 @@
-"""`-o compile=auto|on|off` (protobench.compiled): a compiled training step computes the eager step's maths, the
+"""`-o compile=auto|on|off` (protobench.training.compiled): a compiled training step computes the eager step's maths, the
 compiled sampler's ε is the eager one's, `auto` on a CPU is the eager path with nothing charged to compile,
 and a bad value is one line. The compiled tests run CPU inductor (gcc) on a tiny U-Net."""
 
@@ -14,10 +14,10 @@ import torch
 from protobench_conditioners.basic import RandomEmbedding
 from protobench_denoisers.unet import UNet
 
-from protobench import compiled
 from protobench.diffusion import NoiseSchedule
-from protobench.engine import DiffusionModel
 from protobench.interfaces import ConditionedNet
+from protobench.training import compiled
+from protobench.training.objective import DiffusionModel
 
 needs_compiler = pytest.mark.skipif(shutil.which("gcc") is None and shutil.which("cc") is None,
                                     reason="CPU inductor needs a C compiler")

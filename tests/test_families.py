@@ -17,8 +17,8 @@ from protobench import NULL_LABEL, ConditionedNet, LossContext, PrepareContext
 from protobench.cli import main
 from protobench.config import RunConfig
 from protobench.diffusion import NoiseSchedule
-from protobench.generation import generate
 from protobench.plugins import get_registry
+from protobench.training.generation import generate
 
 TINY = ["-o", "denoiser.base_channels=8", "-o", "sampler.steps=3", "--eval-samples", "20", "--quiet"]
 # a classifier that trains in a second or two: the tests check behaviour, not accuracy

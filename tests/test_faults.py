@@ -20,18 +20,18 @@ import torch
 from click.testing import CliRunner
 
 from protobench import cache
-from protobench.checkpoints import load_latest, save_checkpoint
 from protobench.cli import main
-from protobench.engine import Run
 from protobench.errors import UsageError
 from protobench.events import append_event, read_events, scan_events
-from protobench.generation import save_grid
 from protobench.io import atomic_write_json, copy_file
 from protobench.locks import RunLock, RunLocked, run_lock
 from protobench.records import UnreadableRun, load_record
 from protobench.runfolder import run_path, unreadable_runs, validate_run_id
 from protobench.store import index_path, records
 from protobench.testing.tiny import TinyDataset, tiny_config
+from protobench.training.checkpoints import load_latest, save_checkpoint
+from protobench.training.generation import save_grid
+from protobench.training.run import Run
 
 BUDGET, EVERY, STOP_AT = 256, 64, 192  # evaluations and checkpoints at 64, 128, 192, 256; stopped before 192
 

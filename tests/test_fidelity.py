@@ -190,9 +190,9 @@ class _KeepEven:
 
 def test_samples_never_accepted_are_dropped_and_counted_not_scored():
     from protobench.diffusion import NoiseSchedule
-    from protobench.generation import generate
     from protobench.plugins import get_registry
     from protobench.testing.tiny import tiny_net
+    from protobench.training.generation import generate
 
     registry = get_registry()
     sampler = registry.build("sampler", "ddim", {"steps": 3}, {})

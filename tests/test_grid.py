@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from protobench.generation import save_grid
+from protobench.training.generation import save_grid
 
 
 def grid(tmp_path, samples, labels, num_classes, **kwargs) -> np.ndarray:

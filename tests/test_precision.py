@@ -1,4 +1,4 @@
-"""Mixed precision as a run uses it (protobench.precision): bf16 gives the fp32 loss of the digits U-Net to
+"""Mixed precision as a run uses it (protobench.training.precision): bf16 gives the fp32 loss of the digits U-Net to
 within bf16's precision, fp16 trains through its gradient scaler, and the scaler's state survives a
 checkpoint (JSON). GPU variants are marked `gpu` (deselected by tox's default environment)."""
 
@@ -12,8 +12,8 @@ from protobench_conditioners.basic import RandomEmbedding
 from protobench_denoisers.unet import UNet
 
 from protobench.diffusion import NoiseSchedule
-from protobench.engine import DiffusionModel
-from protobench.precision import Precision
+from protobench.training.objective import DiffusionModel
+from protobench.training.precision import Precision
 
 
 def digits_net(device="cpu"):

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from protobench.checkpoints import load_latest
 from protobench.events import read_events
+from protobench.training.checkpoints import load_latest
 
 # long enough that a run signalled at its first logged steps is far from done, even on a fast machine
 TINY = ["--budget", "24576", "--eval-every", "24576", "--eval-samples", "20", "-o", "batch_size=32",

@@ -14,11 +14,13 @@ PLUGINS = ROOT / "plugins"
 #: what a plugin may import from protobench: the package (interfaces, hookimpl, UsageError) and the kit
 PUBLIC = ("protobench", "protobench.kit", "protobench.testing")
 #: the modules that run training (and import torch): reading results never reaches them
-TRAINING = ("protobench.engine", "protobench.generation", "protobench.checkpoints", "protobench.parts",
-            "protobench.dist", "protobench.rank", "protobench.data_parallel", "protobench.worker",
-            "protobench.precision", "protobench.diffusion", "protobench.plot_samples")
-#: the modules that read results: records, the index, the report, the curves
-RESULTS = ("protobench.report", "protobench.records", "protobench.store", "protobench.plots", "protobench.units")
+TRAINING = ("protobench.training.run", "protobench.training.loop", "protobench.training.state",
+            "protobench.training.generation", "protobench.training.checkpoints", "protobench.training.parts",
+            "protobench.training.precision", "protobench.rank", "protobench.data_parallel", "protobench.worker",
+            "protobench.diffusion", "protobench.plot_samples")
+#: the modules that read results: run folders, events, records, the index, the report, the curves, status
+RESULTS = ("protobench.report", "protobench.records", "protobench.store", "protobench.plots", "protobench.units",
+           "protobench.runfolder", "protobench.events", "protobench.status")
 
 
 def _module_name(path: Path) -> str:
@@ -175,13 +177,14 @@ def test_reading_results_never_reaches_training():
             assert training not in seen, _chain(seen, training)
     # the commands start no run themselves (run and sweep go through launch.execute)
     for command in ("protobench.cli.run", "protobench.cli.sweep", "protobench.cli.results"):
-        assert "protobench.engine" not in edges[command], command
+        assert "protobench.training.run" not in edges[command], command
 
 
 def test_engine_and_launcher_import_each_other_in_one_direction_only():
-    """A run does not know how it was launched: the engine reaches no launching module."""
-    reached = reachable("protobench.engine", graph(_sources()))
-    for launcher in ("protobench.launch", "protobench.worker", "protobench.sweep_runner", "protobench.slurm"):
+    """A run does not know how it was launched: the training package reaches no launching module."""
+    reached = reachable("protobench.training.run", graph(_sources()))
+    for launcher in ("protobench.launch", "protobench.worker", "protobench.sweep_runner", "protobench.slurm",
+                     "protobench.slurm_sweep", "protobench.pool"):
         assert launcher not in reached, launcher
 
 

@@ -1,4 +1,4 @@
-"""ZeRO-1/2 optimizer state saved as one consolidated safetensors file (protobench.dist): gathered from
+"""ZeRO-1/2 optimizer state saved as one consolidated safetensors file (protobench.training.checkpoints): gathered from
 two real DeepSpeed processes (CPU, gloo), it holds whole fp32 tensors, and a fresh pair of processes that
 loads it continues exactly as the saved pair does."""
 
@@ -20,7 +20,7 @@ WORKER = textwrap.dedent('''
     import torch
     import deepspeed
     from safetensors.torch import load_file, save_file
-    from protobench.dist import consolidated_optimizer_state, load_consolidated_optimizer_state
+    from protobench.training.checkpoints import consolidated_optimizer_state, load_consolidated_optimizer_state
 
     stage, out = int(sys.argv[1]), sys.argv[2]
     deepspeed.init_distributed(dist_backend="gloo", verbose=False)

@@ -104,6 +104,7 @@ class FrozenPrototypes(Stage1Embedding):
     """ProtoDiffusion (Frozen): class embeddings = prototypes, never updated."""
 
     name = "proto-frozen"
+    learns_prototypes = True
     frozen = True
 
 
@@ -111,6 +112,7 @@ class UnfrozenPrototypes(Stage1Embedding):
     """ProtoDiffusion (Unfrozen): class embeddings initialised from the prototypes, trained with the denoiser."""
 
     name = "proto-unfrozen"
+    learns_prototypes = True
     frozen = False
 
 
@@ -123,6 +125,7 @@ class ShuffledPrototypes(Stage1Embedding):
     own prototype). Frozen by default, to pair with proto-frozen; `frozen=false` trains them."""
 
     name = "proto-shuffled"
+    learns_prototypes = True
 
     def __init__(self, num_classes: int, frozen: bool = True, dim: int = 128, null: str = "learned", gamma: float = 1.0,
                  lam: float = 0.01, stage1_lr: float = 1e-4, stage1_batch_size: int = 512, stage1_epochs: int = 20,

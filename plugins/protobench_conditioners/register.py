@@ -12,8 +12,11 @@ CONDITIONERS = {
     "aux-classifier": "protobench_conditioners.aux_classifier:AuxClassifierConditioner",
 }
 
+#: the conditioners whose prepare step learns prototypes (declared here, so reading results imports nothing)
+LEARN_PROTOTYPES = ("proto-frozen", "proto-unfrozen", "proto-shuffled")
+
 
 @hookimpl
 def register_conditioners(register):
     for name, target in CONDITIONERS.items():
-        register(target, name=name)
+        register(target, name=name, learns_prototypes=name in LEARN_PROTOTYPES)

@@ -9,7 +9,7 @@ import click
 
 from protobench.cli.options import out_option, resolve_out
 from protobench.cli.output import console
-from protobench.evaluation import DEFAULT_METRICS
+from protobench.training.evaluation import DEFAULT_METRICS
 
 
 @click.command("eval")
@@ -31,7 +31,7 @@ def eval_command(samples, dataset, metrics, inception_weights, data_root, overri
     from rich.markup import escape
     from rich.table import Table
 
-    from protobench.evaluation import evaluate_file
+    from protobench.training.evaluation import evaluate_file
 
     record = evaluate_file(samples, dataset, tuple(metrics), inception_weights, data_root, resolve_out(out),
                            tuple(overrides), show_progress=not quiet)
@@ -60,7 +60,7 @@ def eval_command(samples, dataset, metrics, inception_weights, data_root, overri
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON on stdout.")
 def sample_command(run_id, class_k, n, seed, output, out, as_json):
     """Draw samples from a trained run (its latest checkpoint's EMA weights)."""
-    from protobench.evaluation import sample_run
+    from protobench.training.evaluation import sample_run
 
     info = sample_run(run_id, resolve_out(out), class_k, n, output, seed)
     if as_json:

@@ -51,7 +51,7 @@ class RunConfig:
     gpus: int = 1  # processes; >1 launches under DeepSpeed
     zero_stage: int = 0
     precision: str = "fp32"  # fp32 | bf16 | fp16 (the last two on GPUs)
-    #: torch.compile the step and the sampler: auto (on a GPU only), on, off (protobench/compiled.py)
+    #: torch.compile the step and the sampler: auto (on a GPU only), on, off (protobench/training/compiled.py)
     compile: str = "auto"
     data_root: str | None = None
     #: live loggers (`--logger tensorboard`): they observe the run, so they are no part of its identity (hash)

@@ -80,12 +80,34 @@ class Conditioner(nn.Module):
     """Base class. Subclasses set `name` and `spec` and implement `forward`.
 
     Built with `num_classes` (and `image_shape` if their __init__ accepts it) plus user options.
+
+    A conditioner whose `prepare` learns class prototypes says so with `learns_prototypes = True`, and leaves its
+    Stage-I record (an `artefacts` folder holding `stage1.safetensors`: `test_features`, `test_labels`,
+    `prototypes`; and `test_accuracy`) under `ctx.results["stage1"]`, which `protobench plot prototypes` and the
+    HTML report draw. A lazy registration declares it too, so that reading results imports nothing:
+
+        class MyPrototypes(Conditioner):
+            name = "my-proto"
+            learns_prototypes = True
+
+            def prepare(self, ctx):
+                ...  # learn the prototypes; ctx.results["stage1"] = {"artefacts": ..., "test_accuracy": ...}
+
+        register("my_pkg.proto:MyPrototypes", name="my-proto", learns_prototypes=True)
     """
 
     name: ClassVar[str]
     spec: ConditionSpec = ConditionSpec()
     #: what the run's progress calls the prepare step (e.g. "prepare (Stage I)")
     prepare_stage: str = "prepare"
+    #: whether `prepare` learns class prototypes (Stage I) and leaves its record under `ctx.results["stage1"]`
+    learns_prototypes: ClassVar[bool] = False
+
+    @property
+    def prepares(self) -> bool:
+        """Whether this conditioner has a prepare step (its class overrides `prepare`): one without is charged
+        no prepare time."""
+        return type(self).prepare is not Conditioner.prepare
 
     def prepare(self, ctx: PrepareContext) -> None:  # noqa: B027 - optional hook
         """Optional stage before diffusion training (Stage-I prototype learning, training an auxiliary classifier).

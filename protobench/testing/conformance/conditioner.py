@@ -158,9 +158,16 @@ class ConditionerTests(PluginTests, ModuleChecks):
         again.prepare(ctx)
         assert ctx.cached_device_seconds > 0, "prepare reused cached work without charging its device-seconds"
 
+    def test_learns_prototypes_is_declared(self, plugin_registry):
+        """`learns_prototypes` is a bool, and true only for a conditioner with a prepare step (Stage I)."""
+        cls = plugin_registry.get("conditioner", self.plugin_name).cls  # a lazy registration's declaration is checked
+        assert isinstance(cls.learns_prototypes, bool)
+        if cls.learns_prototypes:
+            assert overrides(cls, "prepare", Conditioner), "learns_prototypes, but no prepare step to learn them in"
+
     def test_trains_in_a_run_and_prepare_is_timed(self, plugin_registry, tmp_path, protobench_cache):
         """A tiny run with this conditioner completes; its prepare stage is booked under `prepare`."""
-        from protobench.engine import Run
+        from protobench.training.run import Run
 
         user = {"conditioner": self.plugin_name, "metrics": "none", **flatten_options({"conditioner": self.options})}
         record = Run(tiny_config(plugin_registry, **user), plugin_registry, tmp_path / "out", show_progress=False).execute()
@@ -172,6 +179,8 @@ class ConditionerTests(PluginTests, ModuleChecks):
             assert prepared and prepared[0]["device_seconds"] > 0
             assert record["device_seconds"]["prepare"] > 0
             assert record["evals"][0]["device_seconds"]["prepare"] == record["device_seconds"]["prepare"]
+            if plugin_registry.get("conditioner", self.plugin_name).cls.learns_prototypes:
+                assert "stage1" in prepared[0]["results"], "learns_prototypes, but no Stage-I record in its results"
 
 
 def loss_context(dataset, labels: Tensor, requires_grad: bool = False) -> LossContext:

@@ -75,7 +75,7 @@ class GuidanceTests(PluginTests):
 
     def test_samples_in_a_run_and_prepare_is_timed(self, plugin_registry, tmp_path, protobench_cache):
         """A tiny run sampling through this guidance completes; its prepare stage is booked under `prepare`."""
-        from protobench.engine import Run
+        from protobench.training.run import Run
 
         user = {"guidance": self.plugin_name, "metrics": "none", **flatten_options({"guidance": self.options})}
         record = Run(tiny_config(plugin_registry, **user), plugin_registry, tmp_path / "out", show_progress=False).execute()

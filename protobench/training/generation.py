@@ -1,24 +1,26 @@
-"""Sampling from a trained net: balanced class-conditional samples (sharded over ranks) and PNG grids."""
+"""Sampling from a trained net: balanced class-conditional samples (sharded over ranks), PNG grids, and a trained
+run loaded from its folder to draw from (what `sample`, `plot samples` and benchmarks/sampling.py share)."""
 
 from __future__ import annotations
 
 import io
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from protobench.checkpoints import load_latest, strip
 from protobench.config import RunConfig
 from protobench.device import pick_device
 from protobench.errors import UsageError
 from protobench.interfaces import ConditionedNet
 from protobench.io import atomic_write_bytes
-from protobench.parts import Parts, build_parts, prepare_context
 from protobench.rank import Dist, current_dist, gather_to_main
+from protobench.training.checkpoints import load_latest, strip
+from protobench.training.parts import Parts, build_parts, load_data, prepare_context
 
 
 def to_uint8(x: Tensor) -> Tensor:
@@ -115,31 +117,48 @@ def save_grid(samples: Tensor, labels: Tensor, num_classes: int, path: Path, per
     atomic_write_bytes(path, buffer.getvalue())  # refuses a symbolic link at the file or its folder
 
 
-def load_trained(run_dir: Path, registry) -> tuple[Parts, ConditionedNet, dict[str, Any]]:
+@dataclass(frozen=True)
+class TrainedRun:
+    """A trained run loaded for drawing: its parts, its EMA net with the guidance prepared as for evaluation,
+    and its latest checkpoint's metadata (`images_seen`, `file`, ...)."""
+
+    dir: Path
+    parts: Parts
+    net: ConditionedNet
+    checkpoint: dict[str, Any]
+
+    def draw(self, n: int, seed: int, labels: Tensor | None = None, sampler: Any = None,
+             batch_size: int = 500) -> tuple[Tensor, Tensor, float | None]:
+        """`generate` from this run: its guidance, schedule and device, its own sampler unless one is given."""
+        dataset = self.parts.dataset
+        return generate(self.net, self.parts.guidance, sampler or self.parts.sampler, self.parts.schedule, n,
+                        dataset.num_classes, tuple(dataset.image_shape), seed=seed, device=self.parts.device,
+                        batch_size=batch_size, labels=labels)
+
+
+def load_trained(run_dir: Path, registry) -> TrainedRun:
     """A run's parts rebuilt from its config.json, with the EMA weights of its latest checkpoint and its
-    guidance prepared as it was for evaluation: (parts, net, latest checkpoint's metadata)."""
+    guidance prepared as it was for evaluation."""
     run_dir = Path(run_dir)
     cfg = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text())["config"])
-    run = Parts(cfg, run_dir.parent.parent, pick_device(current_dist()))
-    run.dir = run_dir
     ckpt_dir = run_dir / "checkpoints"
     if not (ckpt_dir / "latest.json").is_file() and not list(ckpt_dir.glob("step-*.json")):
         raise UsageError(f"run {run_dir.name!r} has no checkpoint yet (missing {ckpt_dir / 'latest.json'})")
-    build_parts(cfg, registry, run)
+    parts = build_parts(cfg, registry, load_data(cfg, registry), run_dir.parent.parent, pick_device(current_dist()))
     state = load_latest(ckpt_dir)  # a damaged newest checkpoint is named, and the one before it used
     if state is None:
         raise UsageError(f"run {run_dir.name!r}: none of its checkpoints loads (see the lines above)")
     try:
         ema = strip("ema", state["tensors"])
-        run.conditioner.load_state_dict(strip("conditioner", ema))
-        run.denoiser.load_state_dict(strip("denoiser", ema))
+        parts.conditioner.load_state_dict(strip("conditioner", ema))
+        parts.denoiser.load_state_dict(strip("denoiser", ema))
     except (OSError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0]
         raise UsageError(f"run {run_dir.name!r}: its latest checkpoint does not load: {first}") from None
-    run.conditioner.to(run.device).eval()
-    run.denoiser.to(run.device).eval()
-    net = ConditionedNet(run.conditioner, run.denoiser, run.dataset.num_classes)
-    if run.guidance.prepares:
-        run.guidance.prepare(prepare_context(run, show_progress=False, net=net, schedule=run.schedule))
+    parts.conditioner.to(parts.device).eval()
+    parts.denoiser.to(parts.device).eval()
+    net = ConditionedNet(parts.conditioner, parts.denoiser, parts.dataset.num_classes)
+    if parts.guidance.prepares:
+        parts.guidance.prepare(prepare_context(parts, show_progress=False, net=net, schedule=parts.schedule))
     del state["tensors"]
-    return run, net, state
+    return TrainedRun(run_dir, parts, net, state)

@@ -26,12 +26,16 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class Precision:
-    def __init__(self, precision: str = "fp32", device: torch.device | str = "cpu"):
+    """`deepspeed`: DeepSpeed's engine steps (its config sets bf16/fp16 on a GPU only), so autocast runs on CUDA
+    alone and a CPU computes in fp32."""
+
+    def __init__(self, precision: str = "fp32", device: torch.device | str = "cpu", deepspeed: bool = False):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.precision = precision
         self.dtype = PRECISIONS[precision]
         self.device_type = torch.device(device).type
+        self._autocast_dtype = None if deepspeed and self.device_type != "cuda" else self.dtype
         # bf16 has fp32's exponent range: no scaling needed
         self.scaler = torch.amp.GradScaler(self.device_type, enabled=precision == "fp16")
 
@@ -41,9 +45,9 @@ class Precision:
 
     def autocast(self):
         """The forward pass's context: low-precision matmuls and convolutions, fp32 reductions."""
-        if self.dtype is None:
+        if self._autocast_dtype is None:
             return torch.autocast(self.device_type, enabled=False)
-        return torch.autocast(self.device_type, dtype=self.dtype)
+        return torch.autocast(self.device_type, dtype=self._autocast_dtype)
 
     def backward(self, loss: Tensor) -> None:
         self.scaler.scale(loss).backward()
