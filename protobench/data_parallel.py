@@ -151,16 +151,15 @@ def launch(cfg, out: Path, show_progress: bool = True, hostfile: Path | None = N
            progress: Callable[[int, int, float], None] | None = None) -> dict[str, Any]:
     """Run `cfg` on cfg.gpus processes under the DeepSpeed launcher; the run's record once it exits."""
     from protobench.io import atomic_write_json
-    from protobench.records import load_record
+    from protobench.runfolder import RunFolder
 
     out = Path(out)
     if hostfile is not None and not Path(hostfile).is_file():
         raise UsageError(f"hostfile not found: {hostfile}")
-    run_dir = out / "runs" / cfg.run_id()
-    if (run_dir / "config.json").exists():
-        prior = load_record(run_dir)
-        if prior["status"] == "completed":
-            return prior
+    folder = RunFolder(out, cfg.run_id())
+    run_dir = folder.path
+    if folder.started() and (prior := folder.record())["status"] == "completed":
+        return prior
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg_file = run_dir / "launch-config.json"
     atomic_write_json(cfg_file, cfg.to_dict())
@@ -214,18 +213,17 @@ def _run_launcher(cmd: list[str], cfg, run_dir: Path, log: Path, show_progress: 
 
 def _launched_record(cfg, run_dir: Path, log: Path, rc: int) -> dict[str, Any]:
     """The record of a run the launcher has left: Interrupted if its ranks stopped resumably, failed if they died."""
-    from protobench.events import append_event, read_events
+    from protobench.events import FAILED, INTERRUPTED, LIFECYCLE, make_event
     from protobench.locks import run_lock
-    from protobench.records import load_record
+    from protobench.runfolder import RunFolder
 
-    events = run_dir / "events.jsonl"
+    folder = RunFolder.at(run_dir)
     with run_lock(run_dir, wait=True, timeout=120):  # rank 0 may still be checkpointing after a signal
-        record = load_record(run_dir)
-    stops = [e for e in read_events(events) if e.get("event") in ("interrupted", "resume", "start", "end", "failed")]
-    if rc != ExitCode.OK and stops and stops[-1]["event"] == "interrupted":  # SIGTERM reached the ranks: resumable
+        record = folder.record()
+    stops = [e for e in folder.events() if e.get("event") in LIFECYCLE]
+    if rc != ExitCode.OK and stops and stops[-1]["event"] == INTERRUPTED:  # SIGTERM reached the ranks: resumable
         raise Interrupted(cfg.run_id(), int(stops[-1].get("images_seen") or 0), stops[-1].get("checkpoint"))
     if rc != ExitCode.OK and record["status"] != "failed":
-        append_event(events, {"event": "failed", "time": time.time(),
-                              "error": f"launcher exited with code {rc}; see {log}", "log_tail": _log_tail(log)})
-        record = load_record(run_dir)
+        folder.append(make_event(FAILED, error=f"launcher exited with code {rc}; see {log}", log_tail=_log_tail(log)))
+        record = folder.record()
     return record

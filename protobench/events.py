@@ -42,7 +42,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
            "acceptance_rate", "samples_dropped", "metrics_unscored", "conditioner", "grid", "final"),
     CHECKPOINT: ("file", "step", "images_seen"),
     END: ("status", "images_seen", "device_seconds", "param_digests"),
-    FAILED: ("error", "step", "traceback"),
+    FAILED: ("error", "step", "traceback", "log_tail"),
     INTERRUPTED: ("images_seen", "checkpoint", "reason"),
     REQUEUE: ("images_seen", "job_id"),
     REFUSED: ("exit_code", "error"),

@@ -25,23 +25,6 @@ def validate_run_id(run_id: str) -> str:
     return run_id
 
 
-def run_path(out: str | Path, run_id: str) -> Path:
-    """<out>/runs/<run_id>, with the id checked first (so nothing outside --out is read or created)."""
-    return Path(out) / RUNS / validate_run_id(run_id)
-
-
-def completed_record(run_dir: Path) -> dict[str, Any] | None:
-    """The run's record if it has completed; None if it never started, is unfinished, or cannot be read
-    (a sweep then runs it again, and the run itself says what it finds)."""
-    if not (Path(run_dir) / CONFIG_NAME).exists():
-        return None
-    try:
-        record = load_record(run_dir)
-    except Exception:
-        return None
-    return record if record["status"] == "completed" else None
-
-
 class RunFolder:
     """One run's folder under a results folder (`out`), named by its run id."""
 
@@ -98,8 +81,15 @@ class RunFolder:
         return load_record(self.path)
 
     def completed(self) -> dict[str, Any] | None:
-        """The record if the run has completed, else None (see `completed_record`)."""
-        return completed_record(self.path)
+        """The record if the run has completed; None if it never started, is unfinished, or cannot be read
+        (a sweep then runs it again, and the run itself says what it finds)."""
+        if not self.started():
+            return None
+        try:
+            record = self.record()
+        except Exception:
+            return None
+        return record if record["status"] == "completed" else None
 
 
 def run_folders(out: str | Path) -> list[RunFolder]:

@@ -178,10 +178,10 @@ class SlurmRun(Checkpointable):
         from protobench.launch import execute
         from protobench.locks import RunLocked
         from protobench.plugins import get_registry
-        from protobench.runfolder import run_path
+        from protobench.runfolder import RunFolder
 
         cfg = RunConfig.from_dict(config)
-        run_dir = run_path(out, cfg.run_id())
+        run_dir = RunFolder(out, cfg.run_id()).path
         try:
             record = execute(cfg, get_registry(), Path(out), show_progress=False, threads=self.threads)
         except RunLocked as exc:  # another sweep's job holds it: that one trains it

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from protobench.runfolder import RunFolder
 from protobench.slurm import (
     ACTIVE,
     check_cluster,
@@ -38,7 +39,7 @@ def follow(entries: list[dict[str, Any]], out: Path, show: bool, console: Any) -
             active = 0
             for e in entries:
                 rid = e["run_id"]
-                offsets[rid], new = follow_events(out / "runs" / rid / "events.jsonl", offsets[rid])
+                offsets[rid], new = follow_events(RunFolder(out, rid).events_path, offsets[rid])
                 for ev in new:
                     if "images_seen" in ev:
                         seen[rid] = int(ev["images_seen"])
@@ -94,7 +95,6 @@ def _plan(combos, fixed, registry, out: Path):
     """(label, config) of each combination to submit, the manifest's entries, the records already completed."""
     from protobench import store
     from protobench.config import build_config
-    from protobench.runfolder import completed_record, run_path
     from protobench.sweep import describe
 
     todo: list[tuple[str, Any]] = []
@@ -102,8 +102,8 @@ def _plan(combos, fixed, registry, out: Path):
     done: list[dict[str, Any]] = []
     for combo in combos:
         cfg = build_config({**fixed, **combo}, registry)  # a bad combination: one line, nothing submitted
-        run_dir = run_path(out, cfg.run_id())
-        prior = completed_record(run_dir)
+        folder = RunFolder(out, cfg.run_id())
+        run_dir, prior = folder.path, folder.completed()
         if prior is not None:
             done.append(store.index_run(out, run_dir) or prior)
             manifest.append({"combo": combo, "run_id": cfg.run_id(), "status": "completed", "error": None})
@@ -140,7 +140,7 @@ def _job_record(cfg, job_id: str, out: Path, sid: str) -> dict[str, Any]:
     from protobench.sweep import failed_record
 
     try:
-        record = store.index_run(out, out / "runs" / cfg.run_id())
+        record = store.index_run(out, RunFolder(out, cfg.run_id()).path)
     except Exception as exc:  # an unreadable run folder is reported, the others still are
         return failed_record(f"unreadable run: {exc}", cfg.to_dict(), cfg.run_id())
     if record is None:

@@ -68,7 +68,7 @@ def _plan(combos, fixed, registry, out: Path, console):
     from protobench.config import build_config
     from protobench.errors import UsageError
     from protobench.pool import Job
-    from protobench.runfolder import completed_record, run_path
+    from protobench.runfolder import RunFolder
     from protobench.sweep import describe, failed_record
 
     results: dict[int, dict[str, Any]] = {}
@@ -83,8 +83,8 @@ def _plan(combos, fixed, registry, out: Path, console):
             results[i] = failed_record(str(exc), combo)
             console.print(done_line(results[i], label))
             continue
-        run_dir = run_path(out, cfg.run_id())
-        prior = completed_record(run_dir)
+        folder = RunFolder(out, cfg.run_id())
+        run_dir, prior = folder.path, folder.completed()
         if prior is not None:
             results[i] = store.index_run(out, run_dir) or prior
             console.print(done_line(results[i], label) + "  (already done)")

@@ -88,9 +88,9 @@ def run_rank(cfg_json: Path, out: Path) -> ExitCode:
     import torch.distributed as tdist
 
     from protobench.config import RunConfig
-    from protobench.training.run import Run
     from protobench.errors import Interrupted
     from protobench.plugins import get_registry
+    from protobench.training.run import Run
 
     cfg = RunConfig.from_dict(json.loads(cfg_json.read_text()))
     init_process_group()

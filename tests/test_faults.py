@@ -26,7 +26,7 @@ from protobench.events import append_event, read_events, scan_events
 from protobench.io import atomic_write_json, copy_file
 from protobench.locks import RunLock, RunLocked, run_lock
 from protobench.records import UnreadableRun, load_record
-from protobench.runfolder import run_path, unreadable_runs, validate_run_id
+from protobench.runfolder import RunFolder, unreadable_runs, validate_run_id
 from protobench.store import index_path, records
 from protobench.testing.tiny import TinyDataset, tiny_config
 from protobench.training.checkpoints import load_latest, save_checkpoint
@@ -555,13 +555,13 @@ def test_a_run_id_is_a_name_not_a_path(tmp_path, bad):
     with pytest.raises(UsageError, match="not a run id"):
         validate_run_id(bad)
     with pytest.raises(UsageError):
-        run_path(tmp_path, bad)
+        RunFolder(tmp_path, bad)
     assert not _files(tmp_path)
 
 
 def test_a_real_run_id_is_accepted(runs, tmp_path):
     name = runs["straight"].name
-    assert run_path(tmp_path, name) == tmp_path / "runs" / name
+    assert RunFolder(tmp_path, name).path == tmp_path / "runs" / name
 
 
 #: faults injected above (each handled): checkpoints 1 + 7 + 1 + 2, events 1, unreadable runs 3, index 3 + 1,

@@ -31,9 +31,9 @@ def run(resume_id: str | None, stop_after: str | None, **params: Any) -> None:
     registry = get_registry()
     out = resolve_out(params["out"])
     if resume_id:
-        from protobench.runfolder import run_path
+        from protobench.runfolder import RunFolder
 
-        cfg_path = run_path(out, resume_id) / "config.json"  # a run id is a name, never a path
+        cfg_path = RunFolder(out, resume_id).config_path  # a run id is a name, never a path
         if not cfg_path.exists():
             raise UsageError(f"no run {resume_id!r} under {out / 'runs'} (missing {cfg_path})")
         cfg = RunConfig.from_saved(cfg_path, resume_id, registry)

@@ -9,8 +9,8 @@ import torch
 from torch import Tensor
 
 from protobench.config import RunConfig
-from protobench.rank import Dist
 from protobench.interfaces import NULL_LABEL, DataSplit
+from protobench.rank import Dist
 
 
 class Batches:

@@ -12,12 +12,12 @@ import torch
 
 from protobench.config import RunConfig
 from protobench.device import pick_device
-from protobench.rank import current_dist
 from protobench.events import append_event
-from protobench.runfolder import run_path
 from protobench.ledger import Ledger
 from protobench.loggers import RunLoggers
 from protobench.plugins import Registry
+from protobench.rank import current_dist
+from protobench.runfolder import RunFolder
 
 
 class RunContext:
@@ -29,7 +29,8 @@ class RunContext:
         self.cfg = cfg
         self.registry = registry
         self.out = Path(out)
-        self.dir = run_path(self.out, cfg.run_id())
+        self.folder = RunFolder(self.out, cfg.run_id())
+        self.dir = self.folder.path
         self.show_progress = show_progress
         #: called on the main process after each step with (images_seen, budget, mse): how a sweep shows progress
         self.progress = progress

@@ -71,10 +71,10 @@ def evaluate_file(samples: Path, dataset_name: str, metric_names: tuple[str, ...
     """Score an .npz of samples against a dataset: the record `protobench eval --json` prints."""
     from protobench.config import build_config, build_metrics, parse_overrides
     from protobench.device import device_info, pick_device
-    from protobench.rank import current_dist
     from protobench.interfaces import Reference
     from protobench.paths import cache_dir
     from protobench.plugins import get_registry
+    from protobench.rank import current_dist
     from protobench.training.parts import inception_weights as weights_from_config
 
     registry = get_registry()
@@ -151,13 +151,13 @@ def sample_run(run_id: str, out: Path, class_k: int | None, n: int | None, outpu
     import torch
 
     from protobench.plugins import get_registry
+    from protobench.runfolder import RunFolder
     from protobench.training.generation import load_trained, save_grid
 
-    run_dir = out / "runs" / run_id
-    cfg_path = run_dir / "config.json"
-    if not cfg_path.is_file():
-        raise UsageError(f"no run {run_id!r} under {out / 'runs'} (missing {cfg_path})")
-    trained = load_trained(run_dir, get_registry())
+    folder = RunFolder(out, run_id)
+    if not folder.config_path.is_file():
+        raise UsageError(f"no run {run_id!r} under {folder.path.parent} (missing {folder.config_path})")
+    trained = load_trained(folder.path, get_registry())
     cfg, num_classes = trained.parts.cfg, trained.parts.dataset.num_classes
     if class_k is not None and not 0 <= class_k < num_classes:
         raise UsageError(f"--class must be in [0, {num_classes}) for {cfg.dataset}, got {class_k}")
@@ -170,7 +170,7 @@ def sample_run(run_id: str, out: Path, class_k: int | None, n: int | None, outpu
     if not len(samples):
         raise UsageError(f"rejection sampling accepted none of the {n} samples (rate 0); nothing written")
     if output is None:
-        output = run_dir / f"sample-{'all' if class_k is None else f'class{class_k}'}-n{n}-s{seed}.png"
+        output = folder.path / f"sample-{'all' if class_k is None else f'class{class_k}'}-n{n}-s{seed}.png"
     if output.suffix == ".npz":
         _write_npz(output, samples, labels)
     elif class_k is not None:  # one class: fill rows of 10 rather than a single class row

@@ -11,8 +11,8 @@ from typing import Any
 import torch
 
 from protobench.config import RunConfig
-from protobench.diskspace import is_no_space, no_space_reason
 from protobench.device import device_info
+from protobench.diskspace import is_no_space, no_space_reason
 from protobench.errors import Interrupted, NoSpace, TrainingDiverged, UsageError
 from protobench.io import atomic_write_json
 from protobench.ledger import Ledger
