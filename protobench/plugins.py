@@ -82,6 +82,8 @@ class Registry:
     broken: dict[str, str] = field(default_factory=dict)
     #: loaded plugins: name -> version
     loaded: dict[str, str] = field(default_factory=dict)
+    #: click commands added by plugins (`register_commands`): (plugin name, command)
+    commands: list[tuple[str, Any]] = field(default_factory=list)
 
     def add(self, kind: str, cls: type | str, plugin: str, version: str, name: str | None = None,
             **declared: Any) -> None:
@@ -220,7 +222,7 @@ def load_registry(extra_plugins: dict[str, object] | None = None) -> Registry:
         candidates.append((ep.name, version, module))
     for name, module in (extra_plugins or {}).items():
         candidates.append((name, "local", module))
-    known_hooks = sorted(f"register_{kind}s" for kind in KINDS)
+    known_hooks = sorted([*(f"register_{kind}s" for kind in KINDS), "register_commands"])
     for name, version, module in candidates:
         # a misspelt hook would otherwise be silently ignored and the plugin would register nothing
         unknown = [a for a in dir(module) if hasattr(getattr(module, a, None), "protobench_impl") and a not in known_hooks]
@@ -247,7 +249,31 @@ def load_registry(extra_plugins: dict[str, object] | None = None) -> Registry:
             except Exception as exc:
                 registry.broken[plugin_name] = f"{type(exc).__name__}: {exc}"
                 _trace(f"{plugin_name}.register_{kind}s failed: {exc}")
+    _register_commands(pm, registry)
     return registry
+
+
+def _register_commands(pm: pluggy.PluginManager, registry: Registry) -> None:
+    """Collect the click commands plugins add through `register_commands`; a plugin whose hook fails, or that
+    passes something other than a click command, is listed as broken."""
+    import click
+
+    for impl in pm.hook.register_commands.get_hookimpls():
+        added: list[tuple[str, Any]] = []
+
+        def register(command, _plugin=impl.plugin_name, _added=added):
+            if not isinstance(command, click.Command) or not command.name:
+                raise PluginError(f"plugin {_plugin!r} registered {command!r}: register_commands takes a named "
+                                  f"click command")
+            _added.append((_plugin, command))
+
+        try:
+            impl.function(register=register)
+        except Exception as exc:
+            registry.broken[impl.plugin_name] = f"{type(exc).__name__}: {exc}"
+            _trace(f"{impl.plugin_name}.register_commands failed: {exc}")
+            continue
+        registry.commands.extend(added)
 
 
 _REGISTRY: Registry | None = None

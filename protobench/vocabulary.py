@@ -9,7 +9,9 @@ from typing import Any
 from protobench import hookspecs
 
 #: one hook per kind (hookspecs.py), in the order the hooks are declared: "dataset", "conditioner", ...
-KINDS = tuple(n[len("register_"):-1] for n in vars(hookspecs) if n.startswith("register_"))
+#: (`register_commands` adds CLI commands, not a kind of plugin)
+KINDS = tuple(n[len("register_"):-1] for n in vars(hookspecs)
+              if n.startswith("register_") and n not in hookspecs.NOT_KINDS)
 #: the names protobench.interfaces defines and the `protobench` package re-exports (the plugin author's surface)
 INTERFACES = (
     "NULL_LABEL",

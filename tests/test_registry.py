@@ -226,3 +226,53 @@ def test_trace_plugins_says_what_was_loaded_and_skipped(site, monkeypatch, capsy
     monkeypatch.delenv("PROTOBENCH_TRACE_PLUGINS")
     load_registry()
     assert capsys.readouterr().err == ""
+
+
+# -- commands -----------------------------------------------------------------------------------
+
+COMMAND_SOURCE = '''
+import click
+from protobench import hookimpl
+
+
+@click.command(name="{name}")
+@click.argument("who")
+def hello(who):
+    """Say hello from a plugin."""
+    click.echo(f"hello {{who}} from {name}")
+
+
+@hookimpl
+def register_commands(register):
+    register(hello)
+'''
+
+
+def test_a_plugin_adds_a_command_that_runs_and_is_listed(site):
+    make_distribution(site, "protobench-hello", "0.1", {"hello": COMMAND_SOURCE.format(name="hello")})
+    result = cli("hello", "world")
+    assert result.exit_code == 0 and result.stdout == "hello world from hello\n", result.output
+    assert "hello" in cli("--help").stdout
+    listed = json.loads(cli("plugins", "--json").stdout)
+    assert listed["commands"] == [{"name": "hello", "plugin": "hello"}]
+
+
+def test_a_plugin_command_cannot_shadow_a_builtin_one(site):
+    make_distribution(site, "protobench-shadow", "0.1", {"shadow": COMMAND_SOURCE.format(name="report")})
+    listed = json.loads(cli("plugins", "--json").stdout)
+    assert {"plugin": "shadow", "error": "command 'report' is already taken; not added"} in listed["broken"]
+    assert "commands" not in listed
+    assert cli("report", "--help").stdout.startswith("Usage: main report [OPTIONS]")  # still protobench's own
+
+
+def test_registering_something_that_is_not_a_command_makes_the_plugin_broken(site):
+    source = '''
+    from protobench import hookimpl
+
+    @hookimpl
+    def register_commands(register):
+        register(print)
+    '''
+    make_distribution(site, "protobench-notcmd", "0.1", {"notcmd": source})
+    error = get_registry().broken["notcmd"]
+    assert error.startswith("PluginError: plugin 'notcmd' registered <built-in function print>"), error

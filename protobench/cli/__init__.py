@@ -9,13 +9,21 @@ import sys
 
 import click
 
+from protobench.cli.extensions import plugin_commands
 from protobench.errors import ExitCode, Interrupted, NoSpace, TrainingDiverged, UsageError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 class ProtobenchGroup(click.Group):
-    """Turns errors a user causes into one line and exit code 2; tracebacks only with --debug."""
+    """Turns errors a user causes into one line and exit code 2; tracebacks only with --debug. Commands that
+    plugins add (`register_commands`) are loaded only when a name is not protobench's own, or for --help."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return super().get_command(ctx, cmd_name) or plugin_commands(self).get(cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *plugin_commands(self)})
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         try:

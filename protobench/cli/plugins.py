@@ -6,6 +6,7 @@ import json
 
 import click
 
+from protobench.cli.extensions import plugin_commands
 from protobench.cli.output import console
 
 
@@ -19,8 +20,12 @@ def plugins(as_json: bool) -> None:
     from protobench.vocabulary import KINDS
 
     registry = get_registry()
+    added = plugin_commands(click.get_current_context().find_root().command)  # a clash is listed as broken
     data = {kind: [{"name": e.name, "plugin": e.plugin, "version": e.version}
                    for e in sorted(registry.entries[kind].values(), key=lambda e: e.name)] for kind in KINDS}
+    if added:
+        data["commands"] = [{"name": name, "plugin": plugin} for plugin, command in registry.commands
+                            if (name := command.name) in added and added[name] is command]
     if registry.broken:
         data["broken"] = [{"plugin": k, "error": v} for k, v in sorted(registry.broken.items())]
     if as_json:
@@ -34,6 +39,8 @@ def plugins(as_json: bool) -> None:
             table.add_row(kind, e["name"], e["plugin"], e["version"])
     c = console()
     c.print(table)
+    for a in data.get("commands", []):
+        c.print(f"command [bold]protobench {a['name']}[/bold] (from plugin {a['plugin']})")
     for b in data.get("broken", []):
         c.print(f"[red]broken plugin[/red] {b['plugin']}: {b['error']}")
 
