@@ -3,7 +3,7 @@
 Paired (same seed: same data order, same noise draws): per seed, the baseline's work to target divided by the
 arm's (the speed-up, > 1 is faster), and the arm's best metric minus the baseline's. The interval on the
 speed-up is taken on the log ratios and mapped back (a geometric mean). The method is chosen by the calibration
-test (tests/test_stats.py, 200 simulated sweeps at 3 and at 10 seeds): Student's t on the paired values covers
+test (tests/unit/test_stats.py, 200 simulated sweeps at 3 and at 10 seeds): Student's t on the paired values covers
 95% at both, while a percentile bootstrap under-covers at 3 seeds (10 distinct resamples), so `METHOD` is t.
 The minimum detectable difference is the true paired difference a two-sided 5% paired t-test would detect with
 80% power at this number of seeds, given the paired values' spread.

@@ -66,7 +66,7 @@ def run_options(f):
     return _defaults_not_given(f)
 
 
-#: flags whose --help shows the default dataset's value (tests/test_help.py keeps them equal)
+#: flags whose --help shows the default dataset's value (tests/unit/test_help.py keeps them equal)
 SHOWN_DEFAULTS = ("budget", "eval_every", "eval_samples")
 
 

@@ -12,7 +12,7 @@ from protobench import hookspecs
 from protobench.interfaces import BASES, KINDS
 from protobench.plugins import ENTRY_POINT_GROUP, load_registry
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "writing-plugins.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "writing-plugins.md"
 TEXT = DOC.read_text(encoding="utf-8")
 HOOKS = sorted(name for name, fn in vars(hookspecs).items() if hasattr(fn, "protobench_spec"))
 KIND_HOOKS = [h for h in HOOKS if h not in hookspecs.NOT_KINDS]
@@ -64,7 +64,7 @@ def test_every_interface_method_is_documented_with_an_example(kind):
 
 @pytest.mark.parametrize("var", ["PROTOBENCH_LOAD_PLUGINS", "PROTOBENCH_DISABLE_PLUGINS", "PROTOBENCH_TRACE_PLUGINS"])
 def test_plugin_environment_variables_are_documented(var):
-    assert var in Path(__file__).resolve().parent.parent.joinpath("protobench", "plugins.py").read_text()
+    assert var in Path(__file__).resolve().parents[2].joinpath("protobench", "plugins.py").read_text()
     assert f"| `{var}` |" in section("Environment variables")
 
 

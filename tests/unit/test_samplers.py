@@ -1,5 +1,5 @@
 """DPM-Solver++(2M) beside DDIM: the same contract, and fewer steps for the same accuracy where the exact ε
-is known. (The conformance checks every sampler passes run from tests/test_conformance.py.)"""
+is known. (The conformance checks every sampler passes run from tests/unit/test_conformance.py.)"""
 
 from __future__ import annotations
 

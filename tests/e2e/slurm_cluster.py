@@ -1,7 +1,7 @@
 """A real one-node Slurm cluster on this machine, for the tests: munged, slurmctld and slurmd started as root
 with a private slurm.conf (through $SLURM_CONF), stopped afterwards.
 
-    python tests/slurm_cluster.py DIR     # start one by hand (prints the SLURM_CONF to export); Ctrl-C stops it
+    python tests/e2e/slurm_cluster.py DIR     # start one by hand (prints the SLURM_CONF to export); Ctrl-C stops it
 """
 
 from __future__ import annotations

@@ -163,7 +163,7 @@ def test_reproduction_configs_resolve(name):
     from protobench.plugins import get_registry
     from protobench.sweep import expand, load_sweep_toml
 
-    fixed, lists = load_sweep_toml(Path(__file__).parents[1] / "benchmarks" / f"{name}.toml")
+    fixed, lists = load_sweep_toml(Path(__file__).parents[2] / "benchmarks" / f"{name}.toml")
     assert lists == {"conditioner": ["random", "proto-frozen", "proto-unfrozen"], "seed": [0, 1, 2]}
     configs = [build_config({**fixed, **combo}, get_registry()) for combo in expand(lists)]
     for cfg in configs:

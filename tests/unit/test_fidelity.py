@@ -23,7 +23,7 @@ NO_METRIC = ["-o", "metrics=none"]  # these runs are about the conditioning, not
 #: the official Stage I (Models.py): kaiming prototypes, ReLU after the projection, s = 2; two short epochs
 OFFICIAL = ["-o", "conditioner.stage1_init=kaiming", "-o", "conditioner.stage1_relu=true", "-o", "conditioner.gamma=2",
             "-o", "conditioner.stage1_epochs=2"]
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

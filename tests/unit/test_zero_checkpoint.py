@@ -91,7 +91,7 @@ def test_zero_on_one_process_runs_under_deepspeed_and_resumes(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     proc = subprocess.run([sys.executable, "-m", "benchmarks.resume_check", "--out", str(tmp_path),
                            "--stop-after", "1024", "--",
                            "--dataset", "digits", "--gpus", "1", "-o", "zero_stage=2", "--budget", "3072",
