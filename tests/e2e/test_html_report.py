@@ -22,12 +22,6 @@ SWEEP = ["sweep", "--quiet", "--jobs", "1", "--conditioner", "random,proto-froze
          "-o", "sampler.steps=5"]
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    cache = os.environ.get("PROTOBENCH_CACHE") or str(tmp_path_factory.mktemp("cache"))
-    return {**os.environ, "PROTOBENCH_CACHE": cache, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-
-
 def protobench(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "protobench", *args], capture_output=True, text=True, env=env,
                           timeout=900)

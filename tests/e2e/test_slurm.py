@@ -52,9 +52,11 @@ def cache(tmp_path_factory):
 
 
 @pytest.fixture
-def env(cache):
-    # read when each test starts: $SLURM_CONF is there once the `slurm` fixture has started the cluster
-    return {**os.environ, "PROTOBENCH_CACHE": cache, "OMP_NUM_THREADS": "1",
+def env(env, cache):
+    """conftest's environment with this module's cache, and $SLURM_CONF read when each test starts (it is
+    there once the `slurm` fixture has started the cluster)."""
+    slurm = {k: v for k, v in os.environ.items() if k.startswith("SLURM")}
+    return {**env, **slurm, "PROTOBENCH_CACHE": cache,
             "PROTOBENCH_CHECKPOINT_SECONDS": "100000"}  # only a signal (or an evaluation) writes a checkpoint
 
 
