@@ -22,7 +22,7 @@ from pathlib import Path
 
 from benchmarks.report_scale import copies
 from protobench import store
-from protobench.records import load_record, run_folders
+from protobench.runfolder import run_folders
 
 
 def by_index(out: Path) -> list:
@@ -30,7 +30,7 @@ def by_index(out: Path) -> list:
 
 
 def by_folders(out: Path) -> list:
-    return [load_record(folder) for folder in run_folders(out)]
+    return [folder.record() for folder in run_folders(out)]
 
 
 def peak_mb(fn, out: Path) -> float:
