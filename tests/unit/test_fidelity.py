@@ -1,4 +1,4 @@
-"""Fidelity to the sources (issue 20): the official Stage-I options, the controls that isolate the prototypes'
+"""Fidelity to the sources: the official Stage-I options, the controls that isolate the prototypes'
 claim, a pretrained backbone from a local safetensors file, and Graikos et al.'s CFG + rejection pipeline;
 all through the real command line on the real digits data."""
 
