@@ -1,6 +1,7 @@
 """Are two sweeps' results identical bit for bit, apart from the clock? For every run folder in both:
-every event with its time and device-seconds removed (losses, evaluations with every metric and its
-standard error, checkpoints, prepare work), the final checkpoint's bytes and the sample grids' bytes.
+every event with its time and device-seconds removed at any depth (losses, evaluations with every metric and
+its standard error, checkpoints, prepare work and Stage I's results) and the results folder's own path written
+as <out>, the final checkpoint's bytes and the sample grids' bytes.
 
     python -m benchmarks.same_metrics OUT_BEFORE OUT_AFTER
 
@@ -17,13 +18,25 @@ from pathlib import Path
 CLOCK = {"time", "device_seconds"}
 
 
+def without_clock(value, root: str):
+    """`value` with every CLOCK key removed at any depth, and `root` (the results folder) written as <out>."""
+    if isinstance(value, dict):
+        return {k: without_clock(v, root) for k, v in value.items() if k not in CLOCK}
+    if isinstance(value, list):
+        return [without_clock(v, root) for v in value]
+    if isinstance(value, str):
+        return value.replace(root, "<out>")
+    return value
+
+
 def events(run: Path) -> list[dict]:
     out = []
+    root = str(run.parent.parent)
     for line in (run / "events.jsonl").read_text().splitlines():
         ev = json.loads(line)
         if ev.get("event") == "start":
             ev.pop("device", None)  # the processor's name, not a result
-        out.append({k: v for k, v in ev.items() if k not in CLOCK})
+        out.append(without_clock(ev, root))
     return out
 
 
@@ -60,7 +73,7 @@ def main(before: Path, after: Path) -> int:
             problems.append(f"{name}: checkpoint or sample grid bytes differ")
     for line in problems:
         print(line)
-    print(f"{len(set(a) & set(b))} runs, {n_events} events compared (time and device-seconds aside), "
+    print(f"{len(set(a) & set(b))} runs, {n_events} events compared (time and device-seconds aside, at any depth), "
           f"final checkpoints and sample grids by sha256: {'IDENTICAL' if not problems else f'{len(problems)} differences'}")
     return 1 if problems else 0
 
