@@ -84,22 +84,25 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _upsert(conn: sqlite3.Connection, record: dict[str, Any], stamp: str) -> None:
+def _upsert(conn: sqlite3.Connection, record: dict[str, Any], stamp: str) -> dict[str, Any]:
+    """Write the record's row; returns the record as the index holds it (read back from its JSON)."""
     text = json.dumps(record, default=str)
     conn.execute(f"INSERT OR REPLACE INTO runs VALUES ({','.join('?' * len(COLUMNS))})",
                  (record["run_id"], f"{stamp}#{_digest(text)}", *_values(record), text))
+    return json.loads(text)
 
 
-def _row_ok(row: tuple) -> bool:
-    """Whether a row is what protobench wrote: the record matches its digest and every column matches the
-    record (so a hand edit of either is caught)."""
+def _row_record(row: tuple) -> dict[str, Any] | None:
+    """The row's record if the row is what protobench wrote (the record matches its digest and every column
+    matches the record, so a hand edit of either is caught); None if not."""
     stamp, values, text = row[1], tuple(row[2:-1]), row[-1]
     if "#" not in stamp or stamp.rsplit("#", 1)[1] != _digest(text):
-        return False
+        return None
     try:
-        return _values(json.loads(text)) == values
+        record = json.loads(text)
+        return record if _values(record) == values else None
     except (ValueError, KeyError, TypeError):
-        return False
+        return None
 
 
 def index_run(out: Path, run_dir: Path) -> dict[str, Any] | None:
@@ -112,7 +115,10 @@ def index_run(out: Path, run_dir: Path) -> dict[str, Any] | None:
     return record
 
 
-def _sync(conn: sqlite3.Connection, out: Path) -> None:
+def _sync(conn: sqlite3.Connection, out: Path) -> dict[str, dict[str, Any]]:
+    """Bring the index up to date with the run folders; returns every indexed record by run id (each JSON
+    record parsed once)."""
+    current: dict[str, dict[str, Any]] = {}
     runs = out / RUNS
     folders = {p.name: p for p in sorted(runs.iterdir()) if (p / CONFIG_NAME).exists()} if runs.is_dir() else {}
     rows = {row[0]: row for row in conn.execute(f"SELECT {', '.join(COLUMNS)} FROM runs").fetchall()}
@@ -122,7 +128,8 @@ def _sync(conn: sqlite3.Connection, out: Path) -> None:
         stamp = _stamp(folder)
         row = rows.get(run_id)
         if row is not None and row[1].split("#", 1)[0] == stamp:
-            if _row_ok(row):
+            if (record := _row_record(row)) is not None:
+                current[run_id] = record
                 continue
             warn(f"index row for run {run_id} does not match its record; re-reading the run folder")
         try:
@@ -130,7 +137,8 @@ def _sync(conn: sqlite3.Connection, out: Path) -> None:
         except (OSError, ValueError, KeyError):  # unreadable (runfolder.unreadable_runs names it) or being written
             conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
             continue
-        _upsert(conn, record, stamp)
+        current[run_id] = _upsert(conn, record, stamp)
+    return current
 
 
 def _with_index(out: Path, work):
@@ -164,10 +172,5 @@ def records(out: Path, status: str | None = None) -> list[dict[str, Any]]:
     out = Path(out)
     if not out.exists():
         return []
-    query = "SELECT record FROM runs" + (" WHERE status = ?" if status else "") + " ORDER BY run_id"
-
-    def read(conn: sqlite3.Connection) -> list[tuple]:
-        _sync(conn, out)
-        return conn.execute(query, (status,) if status else ()).fetchall()
-
-    return [json.loads(r[0]) for r in _with_index(out, read)]
+    current = _with_index(out, lambda conn: _sync(conn, out))
+    return [current[run_id] for run_id in sorted(current) if not status or current[run_id]["status"] == status]

@@ -9,6 +9,7 @@ import pytest
 
 from protobench import stats
 from protobench.report import build_rows, crossing
+from protobench.stats import t_quantile
 
 KEY = "fid[digits-evaluator]"
 EVALS = 8  # as the digits preset: 8 evaluations per run
@@ -89,3 +90,18 @@ def test_mde_shrinks_with_seeds_and_is_zero_without_spread():
     diffs = rng.standard_normal(40)
     assert stats.mde(list(diffs[:10])) < stats.mde(list(diffs[:3]))
     assert stats.mde([1.0, 1.0, 1.0]) == 0.0 and stats.mde([1.0]) is None
+
+
+@pytest.mark.parametrize("q", [0.6, 0.8, 0.9, 0.95, 0.975, 0.99, 0.995, 0.9995, 0.025, 0.2])
+def test_t_quantile_is_scipys_to_1e12_without_importing_scipy(q):
+    from scipy.special import stdtrit
+
+    for df in [*range(1, 301), 500, 1000, 5000]:
+        ours, theirs = t_quantile(df, q), float(stdtrit(df, q))
+        assert abs(ours - theirs) <= 1e-12 * abs(theirs), (df, q, ours, theirs)
+
+
+def test_t_quantile_refuses_what_it_cannot_compute():
+    for df, q in ((0, 0.975), (2.5, 0.975), (3, 1.0), (3, 0.0)):
+        with pytest.raises(ValueError):
+            t_quantile(df, q)
