@@ -80,15 +80,20 @@ def test_auto_compiles_on_a_gpu_only():
     assert compiled.enabled("on", torch.device("cpu")) and not compiled.enabled("off", torch.device("cuda"))
 
 
-def test_compile_auto_on_a_cpu_runs_the_eager_step_and_charges_no_compile(tmp_path, capsys):
+def run_record(tmp_path, capsys, budget: int, every: int, *options: str) -> dict:
+    """A real tiny digits run through the command line (`-o` options added): its --json record."""
     from protobench.cli import main
 
     with pytest.raises(SystemExit) as done:
-        main(["run", "--dataset", "digits", "--budget", "256", "--eval-every", "256", "--eval-samples", "50",
-              "--metric", "fid", "-o", "denoiser.base_channels=8", "-o", "compile=auto", "--out", str(tmp_path),
-              "--json"], standalone_mode=True)
+        main(["run", "--dataset", "digits", "--budget", str(budget), "--eval-every", str(every), "--eval-samples",
+              "50", "--metric", "fid", "-o", "denoiser.base_channels=8", *(x for o in options for x in ("-o", o)),
+              "--out", str(tmp_path), "--json"], standalone_mode=True)
     assert done.value.code == 0
-    record = json.loads(capsys.readouterr().out)
+    return json.loads(capsys.readouterr().out)
+
+
+def test_compile_auto_on_a_cpu_runs_the_eager_step_and_charges_no_compile(tmp_path, capsys):
+    record = run_record(tmp_path, capsys, 256, 256, "compile=auto")
     assert record["config"]["compile"] == "auto"
     assert record["device_seconds"]["compile"] == 0.0 and record["device_seconds"]["train"] > 0
     assert all(ev["device_seconds"]["compile"] == 0.0 for ev in record["evals"])
@@ -139,14 +144,7 @@ def test_on_a_gpu_compiled_steps_with_cuda_graphs_compute_the_eager_steps():
 @pytest.mark.gpu
 @cuda
 def test_on_a_gpu_auto_compiles_the_run_and_charges_compile_apart(tmp_path, capsys):
-    from protobench.cli import main
-
-    with pytest.raises(SystemExit) as done:
-        main(["run", "--dataset", "digits", "--budget", "2560", "--eval-every", "1280", "--eval-samples", "50",
-              "--metric", "fid", "-o", "denoiser.base_channels=8", "-o", "precision=bf16", "--out", str(tmp_path),
-              "--json"], standalone_mode=True)
-    assert done.value.code == 0
-    record = json.loads(capsys.readouterr().out)
+    record = run_record(tmp_path, capsys, 2560, 1280, "precision=bf16")
     seconds = record["device_seconds"]
     assert record["status"] == "completed" and seconds["compile"] > 0 and seconds["train"] > 0
     best = next(ev for ev in record["evals"] if ev["images_seen"] == record["best"]["images_seen"])
