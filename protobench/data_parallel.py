@@ -71,11 +71,27 @@ def quiet_deepspeed() -> None:
         pass
 
 
+def skip_inference_shm_op() -> None:
+    """On a CPU, DeepSpeed's comm backend compiles its shared-memory all-reduce (C++, about a minute on a new
+    install) as it starts. Only `inference_all_reduce` uses that op, never training, which all-reduces through
+    the process group (gloo): so it is not built."""
+    from deepspeed.accelerator import get_accelerator
+
+    if get_accelerator().device_name() != "cpu":
+        return
+    import importlib
+
+    ds_comm = importlib.import_module("deepspeed.comm.torch")  # `import ... as` would give deepspeed.comm's `torch`
+    if hasattr(ds_comm, "build_shm_op"):
+        ds_comm.build_shm_op = lambda: None
+
+
 def init_process_group() -> None:
     """Join the launched ranks' process group, on the accelerator's backend."""
     import deepspeed
     from deepspeed.accelerator import get_accelerator
 
+    skip_inference_shm_op()
     deepspeed.init_distributed(dist_backend=get_accelerator().communication_backend_name(), verbose=False)
 
 
