@@ -107,6 +107,8 @@ def _initialize_engine(model, optimizer, cfg, dist):
     import torch
     import torch.distributed as tdist
 
+    skip_inference_shm_op()  # deepspeed.initialize starts DeepSpeed's comm backend even in a joined group
+
     if not tdist.is_initialized():
         if dist.world == 1:  # one process (ZeRO on one GPU): its own one-member process group, no launcher
             for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"),
