@@ -20,9 +20,11 @@ WORKER = textwrap.dedent('''
     import torch
     import deepspeed
     from safetensors.torch import load_file, save_file
+    from protobench.data_parallel import skip_inference_shm_op
     from protobench.training.checkpoints import consolidated_optimizer_state, load_consolidated_optimizer_state
 
     stage, out = int(sys.argv[1]), sys.argv[2]
+    skip_inference_shm_op()  # as protobench's ranks do: no C++ build of an op training never uses
     deepspeed.init_distributed(dist_backend="gloo", verbose=False)
     rank = int(os.environ["RANK"])
 
