@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from protobench.device import THREADS_ENV, cpu_threads, gpu_count
-from protobench.events import REFUSED, follow
+from protobench.events import INTERRUPTED, REFUSED, follow
 
 STAGES = {
     "start": "starting", "prepare": "training", "resume": "training (resumed)", "loss": "training",
@@ -58,7 +58,7 @@ class Job:
         from protobench.errors import Interrupted
 
         _, new = follow(self.run_dir / "events.jsonl", self.offset)
-        stops = [ev for ev in new if ev.get("event") == "interrupted"]
+        stops = [ev for ev in new if ev.get("event") == INTERRUPTED]
         if not stops:
             return None
         return Interrupted(self.cfg.run_id(), int(stops[-1].get("images_seen") or 0), stops[-1].get("checkpoint"))

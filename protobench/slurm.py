@@ -31,7 +31,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -198,19 +197,19 @@ class SlurmRun(Checkpointable):
 def requeue(run_dir: Path, images_seen: int) -> str:
     """Put this job back in the queue to resume from its checkpoint; after MAX_STUCK requeues without progress,
     mark the run failed with the reason instead."""
-    from protobench.events import append_event, read_events
+    from protobench.events import FAILED, REQUEUE, append_event, make_event, read_events
 
     events = run_dir / "events.jsonl"
-    stuck = sum(1 for e in read_events(events) if e.get("event") == "requeue" and e.get("images_seen") == images_seen)
+    stuck = sum(1 for e in read_events(events) if e.get("event") == REQUEUE and e.get("images_seen") == images_seen)
     if stuck >= MAX_STUCK:
         reason = (f"requeued {stuck} times without progress (each time at {images_seen:,} images); "
                   "not requeued again: see the job's log")
-        append_event(events, {"event": "failed", "time": time.time(), "error": reason})
+        append_event(events, make_event(FAILED, error=reason))
         print(f"error: {reason}", file=sys.stderr, flush=True)
         return "failed"
     job_id = os.environ.get("SLURM_ARRAY_JOB_ID")
     job_id = f"{job_id}_{os.environ['SLURM_ARRAY_TASK_ID']}" if job_id else os.environ.get("SLURM_JOB_ID")
-    append_event(events, {"event": "requeue", "time": time.time(), "images_seen": images_seen, "job_id": job_id})
+    append_event(events, make_event(REQUEUE, images_seen=images_seen, job_id=job_id))
     print(f"requeueing job {job_id}: it resumes from its checkpoint at {images_seen:,} images", file=sys.stderr,
           flush=True)
     # submitit's protocol: requeue, then leave without a result (the next start runs the same call again)

@@ -15,7 +15,6 @@ import json
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 from protobench.errors import ExitCode
@@ -46,9 +45,9 @@ def refuse(events: Path | None, code: ExitCode, message: str) -> ExitCode:
     """Report a refusal: one `error:` line in the log, one `refused` event for the parent."""
     print(f"error: {message}", file=sys.stderr, flush=True)
     if events is not None:
-        from protobench.events import append_event
+        from protobench.events import append_event, make_event
 
-        append_event(events, {"event": REFUSED, "time": time.time(), "exit_code": int(code), "error": message})
+        append_event(events, make_event(REFUSED, exit_code=int(code), error=message))
     return code
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ import torch
 
 from protobench.config import RunConfig
 from protobench.device import pick_device
-from protobench.events import append_event
+from protobench.events import append_event, make_event
 from protobench.ledger import Ledger
 from protobench.loggers import RunLoggers
 from protobench.plugins import Registry
@@ -45,8 +44,8 @@ class RunContext:
 
     def event(self, kind: str, **fields: Any) -> None:
         if self.dist.main:
-            record = {"event": kind, "time": time.time(), **fields}
-            append_event(self.dir / "events.jsonl", record)
+            record = make_event(kind, **fields)
+            append_event(self.folder.events_path, record)
             if self.loggers is not None:
                 self.loggers.log(record)
 
