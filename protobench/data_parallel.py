@@ -184,7 +184,7 @@ def launch(cfg, out: Path, show_progress: bool = True, hostfile: Path | None = N
     log = run_dir / "launcher.log"
     cmd = launcher_command(cfg_file.resolve(), out.resolve(), cfg.gpus, hostfile, free_port())
     rc = _run_launcher(cmd, cfg, run_dir, log, show_progress, progress)
-    if not (run_dir / "config.json").exists():
+    if not folder.started():
         raise RuntimeError(f"the launcher exited with code {rc} before the run started; "
                            f"last lines of {log}:\n{_log_tail(log)}")
     return _launched_record(cfg, run_dir, log, rc)
@@ -193,10 +193,10 @@ def launch(cfg, out: Path, show_progress: bool = True, hostfile: Path | None = N
 def _run_launcher(cmd: list[str], cfg, run_dir: Path, log: Path, show_progress: bool,
                   progress: Callable[[int, int, float], None] | None) -> int:
     """Start the launcher and show its ranks' progress until it exits; its exit code. Ctrl-C stops it."""
-    from protobench.events import follow
+    from protobench.events import EVENTS_NAME, follow
     from protobench.progress import stage
 
-    events = run_dir / "events.jsonl"
+    events = run_dir / EVENTS_NAME
     offset = events.stat().st_size if events.exists() else 0
     display = stage(f"{cfg.conditioner} s{cfg.seed} ×{cfg.gpus} processes", total=cfg.budget, unit="images",
                     show=show_progress)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from protobench.device import THREADS_ENV, cpu_threads, gpu_count
-from protobench.events import INTERRUPTED, REFUSED, follow
+from protobench.events import EVENTS_NAME, INTERRUPTED, REFUSED, follow
 
 STAGES = {
     "start": "starting", "prepare": "training", "resume": "training (resumed)", "loss": "training",
@@ -57,7 +57,7 @@ class Job:
         """`Interrupted` with what the child kept, once it has recorded stopping on Ctrl-C (None: it has not)."""
         from protobench.errors import Interrupted
 
-        _, new = follow(self.run_dir / "events.jsonl", self.offset)
+        _, new = follow(self.run_dir / EVENTS_NAME, self.offset)
         stops = [ev for ev in new if ev.get("event") == INTERRUPTED]
         if not stops:
             return None
@@ -87,7 +87,7 @@ class Pool:
         job.run_dir.mkdir(parents=True, exist_ok=True)
         cfg_file = job.run_dir / "job-config.json"
         atomic_write_json(cfg_file, job.cfg.to_dict())
-        events = job.run_dir / "events.jsonl"
+        events = job.run_dir / EVENTS_NAME
         job.offset = events.stat().st_size if events.exists() else 0
         job.refusals = job.job_events.stat().st_size if job.job_events.exists() else 0
         cmd = [sys.executable, "-m", "protobench.worker", "--config-json", str(cfg_file), "--out", str(self.out),
@@ -109,7 +109,7 @@ class Pool:
 
     def poll(self, job: Job) -> int | None:
         """Read `job`'s new events; its exit code once it has exited (its GPU is free again), else None."""
-        job.offset, new = follow(job.run_dir / "events.jsonl", job.offset)
+        job.offset, new = follow(job.run_dir / EVENTS_NAME, job.offset)
         for ev in new:
             if "images_seen" in ev:
                 job.images_seen = int(ev["images_seen"])

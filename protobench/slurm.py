@@ -197,9 +197,9 @@ class SlurmRun(Checkpointable):
 def requeue(run_dir: Path, images_seen: int) -> str:
     """Put this job back in the queue to resume from its checkpoint; after MAX_STUCK requeues without progress,
     mark the run failed with the reason instead."""
-    from protobench.events import FAILED, REQUEUE, append_event, make_event, read_events
+    from protobench.events import EVENTS_NAME, FAILED, REQUEUE, append_event, make_event, read_events
 
-    events = run_dir / "events.jsonl"
+    events = run_dir / EVENTS_NAME
     stuck = sum(1 for e in read_events(events) if e.get("event") == REQUEUE and e.get("images_seen") == images_seen)
     if stuck >= MAX_STUCK:
         reason = (f"requeued {stuck} times without progress (each time at {images_seen:,} images); "

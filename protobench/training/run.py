@@ -78,10 +78,9 @@ class Run:
 
     def _completed(self) -> dict[str, Any] | None:
         """The record of this run if it completed (perhaps by another process while this one waited)."""
-        if (self.ctx.dir / "config.json").exists():
-            prior = load_record(self.ctx.dir)
-            if prior["status"] == "completed":
-                return prior
+        folder = self.ctx.folder
+        if folder.started() and (prior := folder.record())["status"] == "completed":
+            return prior
         return None
 
     def _record_outcome(self, parts: Parts, evaluator: Evaluator) -> dict[str, Any]:
@@ -192,7 +191,7 @@ class Run:
             return
         from protobench import __version__
 
-        atomic_write_json(ctx.dir / "config.json", {
+        atomic_write_json(ctx.folder.config_path, {
             "run_id": cfg.run_id(), "config": cfg.to_dict(), "config_hash": cfg.hash(),
             "combination": cfg.combination(), "plugins": self._plugin_versions(),
             "dataset_checksum": data.checksum if data else None, "protobench_version": __version__,
