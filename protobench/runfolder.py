@@ -10,11 +10,14 @@ from typing import Any
 
 from protobench.errors import UsageError
 from protobench.events import EVENTS_NAME, append_event, read_events
+from protobench.io import atomic_write_json
 from protobench.locks import LOCK_NAME, RunLock
 from protobench.records import CONFIG_NAME, UnreadableRun, load_record
 
 #: the folder of --out that holds one folder per run
 RUNS = "runs"
+#: a completed run's record, written beside its events
+RECORD_NAME = "record.json"
 
 
 def validate_run_id(run_id: str) -> str:
@@ -59,6 +62,11 @@ class RunFolder:
         return self.path / EVENTS_NAME
 
     @property
+    def record_path(self) -> Path:
+        """record.json: the completed run's record, a convenience copy of what its events say."""
+        return self.path / RECORD_NAME
+
+    @property
     def lock_path(self) -> Path:
         return self.path / LOCK_NAME
 
@@ -79,6 +87,10 @@ class RunFolder:
     def record(self) -> dict[str, Any]:
         """The run record (records.load_record); UnreadableRun when config.json cannot be read."""
         return load_record(self.path)
+
+    def write_record(self, record: dict[str, Any]) -> None:
+        """Write record.json (atomically) from the record the events give."""
+        atomic_write_json(self.record_path, record, within=self.path)
 
     def completed(self) -> dict[str, Any] | None:
         """The record if the run has completed; None if it never started, is unfinished, or cannot be read

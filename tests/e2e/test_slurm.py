@@ -90,14 +90,16 @@ def queue(env) -> list[str]:
 
 
 def release(job: str, env: dict[str, str]) -> None:
-    """Let a requeued job start now instead of after Slurm's two-minute hold: once its previous start has left
-    the node (a job restarted on a node still cleaning it up is killed, "Job credential revoked")."""
+    """Let a requeued job start in two seconds instead of after Slurm's two-minute hold. Slurm refuses a start
+    whose credential is not newer, in whole seconds, than the revocation of the previous start's ("Job credential
+    revoked", and the job is killed): the revocation is done once the node is idle again, and a start at least two
+    seconds after that is newer whatever the machine's speed."""
     def node_idle():
         got = subprocess.run(["sinfo", "-h", "-o", "%t"], env=env, capture_output=True, text=True, check=True)
         return got.stdout.split() == ["idle"]
 
     wait_until(node_idle, "the node to finish cleaning up the job's previous start")
-    subprocess.run(["scontrol", "update", f"jobid={job}", "starttime=now"], env=env, check=True)
+    subprocess.run(["scontrol", "update", f"jobid={job}", "starttime=now+2"], env=env, check=True)
 
 
 def submitted_jobs(out: Path) -> dict[str, str]:

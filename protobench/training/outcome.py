@@ -1,0 +1,59 @@
+"""How a run that started training ended, written to its events: failed (diverged, a plugin's error, a refused
+option), or interrupted and resumable (Ctrl-C, SIGTERM, a full disk)."""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from protobench.diskspace import is_no_space, no_space_reason
+from protobench.errors import Interrupted, NoSpace, TrainingDiverged, UsageError
+from protobench.events import FAILED, INTERRUPTED
+from protobench.training.checkpoints import load_latest
+from protobench.training.context import RunContext
+
+
+@contextmanager
+def outcome_recorded(ctx: RunContext, images_seen: Callable[[], int]) -> Iterator[None]:
+    """Record the exception that ends the block as the run's `failed` or `interrupted` event, and re-raise it
+    (a bare Ctrl-C becomes Interrupted at `images_seen()`, a full disk NoSpace); the loggers close either way."""
+    try:
+        yield
+    except TrainingDiverged as exc:
+        ctx.event(FAILED, error=str(exc), step=exc.step)
+        raise
+    except Interrupted as exc:
+        ctx.event(INTERRUPTED, images_seen=exc.images_seen, checkpoint=exc.checkpoint)
+        raise
+    except OSError as exc:  # a full disk or quota stops the run like Ctrl-C: resumable, not failed
+        if not is_no_space(exc):
+            ctx.event(FAILED, error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+            raise
+        raise no_space(ctx, exc) from None
+    except KeyboardInterrupt:
+        seen = images_seen()
+        ctx.event(INTERRUPTED, images_seen=seen, checkpoint=None)
+        raise Interrupted(ctx.cfg.run_id(), seen, None) from None
+    except UsageError as exc:
+        ctx.event(FAILED, error=str(exc))
+        raise
+    except Exception as exc:
+        ctx.event(FAILED, error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+        raise
+    finally:
+        if ctx.loggers is not None:
+            ctx.loggers.close()
+            ctx.loggers = None
+
+
+def no_space(ctx: RunContext, exc: OSError) -> NoSpace:
+    """The interruption a full disk makes: what it kept (the last good checkpoint), recorded if there is room."""
+    path, reason = no_space_reason(exc, ctx.dir)
+    latest = load_latest(ctx.dir / "checkpoints", quiet=True) or {}
+    stop = NoSpace(ctx.cfg.run_id(), int(latest.get("images_seen", 0)), latest.get("file"), path, reason)
+    try:
+        ctx.event(INTERRUPTED, images_seen=stop.images_seen, checkpoint=stop.checkpoint, reason=reason)
+    except OSError:  # no room for the event either: the next start finds the same checkpoint
+        pass
+    return stop
