@@ -102,6 +102,20 @@ def release(job: str, env: dict[str, str]) -> None:
     subprocess.run(["scontrol", "update", f"jobid={job}", "starttime=now+2"], env=env, check=True)
 
 
+def resumed_to_completion(out: Path, run_id: str, slurm: Cluster, env: dict[str, str]) -> None:
+    """Wait for the released job's run to complete; a run that ends any other way fails the test at once, with
+    its row and what the controller said."""
+    def done():
+        row = status(out, env)[run_id]
+        if row["state"] in ("failed", "interrupted") and not any(
+                line.split()[0] == row["job_id"] for line in queue(env)):
+            log = (slurm.root / "slurmctld.log").read_text().splitlines()[-15:]
+            raise AssertionError(f"the resumed job ended {row['state']}: {row}\n" + "\n".join(log))
+        return row["state"] == "completed"
+
+    wait_until(done, "the resumed job to complete", limit=900)
+
+
 def submitted_jobs(out: Path) -> dict[str, str]:
     """{run_id: job id} of the sweeps submitted on `out` (the latest job of each run)."""
     jobs = {}
@@ -173,7 +187,7 @@ def test_a_job_sent_sigterm_checkpoints_requeues_itself_and_resumes(slurm, env, 
     row = status(out, env)[run_id]
     assert row["state"] == "pending" and f"resumes at {requeued['images_seen']:,} images" in row["detail"], row
     release(job, env)
-    wait_until(lambda: status(out, env)[run_id]["state"] == "completed", "the resumed job to complete", limit=900)
+    resumed_to_completion(out, run_id, slurm, env)
 
     log = read_events(events)
     kinds = [e["event"] for e in log]
@@ -287,7 +301,7 @@ def test_a_deepspeed_job_sent_sigterm_checkpoints_requeues_and_resumes(slurm, en
     subprocess.run(["scancel", "--signal=TERM", job], env=env, check=True)
     wait_until(lambda: any(line.split()[0] == job and "PENDING" in line for line in queue(env)), "requeued")
     release(job, env)
-    wait_until(lambda: status(out, env)[run_id]["state"] == "completed", "the resumed job to complete", limit=900)
+    resumed_to_completion(out, run_id, slurm, env)
     log = read_events(events)
     kinds = [e["event"] for e in log]
     assert kinds.count("interrupted") == 1 and kinds.count("requeue") == 1 and kinds.count("resume") == 1
