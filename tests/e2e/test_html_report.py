@@ -16,10 +16,11 @@ from protobench.report.html import format_cell, leaves
 pytestmark = pytest.mark.slow
 
 #: 2 arms x 2 seeds on digits, three evaluations each: the smallest sweep with a baseline, a proto arm and intervals
+#: (the last evaluation on its 100 samples too, not the per-class metrics' 1,280)
 SWEEP = ["sweep", "--quiet", "--jobs", "1", "--conditioner", "random,proto-frozen", "--seed", "0,1",
          "--budget", "192", "--eval-every", "64", "--eval-samples", "100", "--metric", "intra-fid", "--metric", "fid",
          "-o", "batch_size=32", "-o", "denoiser.base_channels=8", "-o", "denoiser.num_res_blocks=1",
-         "-o", "sampler.steps=5"]
+         "-o", "sampler.steps=5", "-o", "final_eval_samples=100", "-o", "few_final_samples=true"]
 
 
 def protobench(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
