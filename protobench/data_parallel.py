@@ -18,7 +18,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -165,8 +164,7 @@ def _log_tail(log: Path, lines: int = 15) -> str:
         return ""
 
 
-def launch(cfg, out: Path, show_progress: bool = True, hostfile: Path | None = None,
-           progress: Callable[[int, int, float], None] | None = None) -> dict[str, Any]:
+def launch(cfg, out: Path, show_progress: bool = True, hostfile: Path | None = None) -> dict[str, Any]:
     """Run `cfg` on cfg.gpus processes under the DeepSpeed launcher; the run's record once it exits."""
     from protobench.io import atomic_write_json
     from protobench.runfolder import RunFolder
@@ -183,15 +181,14 @@ def launch(cfg, out: Path, show_progress: bool = True, hostfile: Path | None = N
     atomic_write_json(cfg_file, cfg.to_dict())
     log = run_dir / "launcher.log"
     cmd = launcher_command(cfg_file.resolve(), out.resolve(), cfg.gpus, hostfile, free_port())
-    rc = _run_launcher(cmd, cfg, run_dir, log, show_progress, progress)
+    rc = _run_launcher(cmd, cfg, run_dir, log, show_progress)
     if not folder.started():
         raise RuntimeError(f"the launcher exited with code {rc} before the run started; "
                            f"last lines of {log}:\n{_log_tail(log)}")
     return _launched_record(cfg, run_dir, log, rc)
 
 
-def _run_launcher(cmd: list[str], cfg, run_dir: Path, log: Path, show_progress: bool,
-                  progress: Callable[[int, int, float], None] | None) -> int:
+def _run_launcher(cmd: list[str], cfg, run_dir: Path, log: Path, show_progress: bool) -> int:
     """Start the launcher and show its ranks' progress until it exits; its exit code. Ctrl-C stops it."""
     from protobench.events import EVENTS_NAME, follow
     from protobench.progress import stage
@@ -213,8 +210,6 @@ def _run_launcher(cmd: list[str], cfg, run_dir: Path, log: Path, show_progress: 
                 for ev in new:
                     if ev.get("event") == "loss":
                         bar.update(completed=ev["images_seen"], note=f"loss {ev['mse']:.4f}")
-                        if progress is not None:
-                            progress(ev["images_seen"], cfg.budget, ev["mse"])
                 if rc is not None:
                     return rc
                 time.sleep(0.5)

@@ -15,7 +15,7 @@ from protobench.events import append_event, make_event
 from protobench.ledger import Ledger
 from protobench.loggers import RunLoggers
 from protobench.plugins import Registry
-from protobench.rank import current_dist
+from protobench.rank import agree, current_dist
 from protobench.runfolder import RunFolder
 
 
@@ -59,13 +59,7 @@ class RunContext:
 
     def agree(self, flag: bool) -> bool:
         """A decision every rank takes together (a checkpoint is a collective under ZeRO)."""
-        if self.dist.world == 1:
-            return flag
-        import torch.distributed as tdist
-
-        t = torch.tensor([1.0 if flag else 0.0], device=self.device if self.device.type == "cuda" else "cpu")
-        tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
-        return bool(t.item())
+        return agree(flag, self.dist, self.device)
 
     def charge_prepare(self, ledger: Ledger, work: dict[str, float], pctx) -> None:
         """Book a prepare step's reused device-seconds and its work in machine-independent units."""

@@ -343,9 +343,3 @@ def build_evaluator(cfg: RunConfig, registry: Registry, out: Path, show_progress
 
     ctx = RunContext(cfg, registry, out, show_progress=show_progress)
     return Evaluator(ctx, build_parts(cfg, registry, load_data(cfg, registry), ctx.out, ctx.device))
-
-
-def prepare_instruments(cfg: RunConfig, registry: Registry, out: Path, show_progress: bool = True) -> dict[str, str]:
-    """Build `cfg`'s measuring instruments (evaluator, real statistics) into the cache under `out`, as its run
-    would, and return their digests."""
-    return build_evaluator(cfg, registry, out, show_progress).prepare_instruments()
