@@ -16,11 +16,11 @@ from typing import Any
 THREADS_ENV = "OMP_NUM_THREADS"
 
 
-def cpuinfo() -> list[dict[str, str]]:
+def cpuinfo(path: str | Path = "/proc/cpuinfo") -> list[dict[str, str]]:
     """/proc/cpuinfo as one {field: value} per logical CPU (empty where there is none)."""
     cpus: list[dict[str, str]] = [{}]
     try:
-        with open("/proc/cpuinfo") as fh:
+        with open(path) as fh:
             for line in fh:
                 if not line.strip():
                     cpus.append({})
@@ -61,13 +61,16 @@ def has_cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def physical_cores() -> int:
-    """Cores this process may run on, counting each physical core once (hyper-threads share one)."""
-    try:
-        allowed = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        allowed = os.cpu_count() or 1
-    cores = {(cpu.get("physical id", ""), cpu["core id"]) for cpu in cpuinfo() if "core id" in cpu}
+def physical_cores(cpus: list[dict[str, str]] | None = None, allowed: int | None = None) -> int:
+    """Cores this process may run on, counting each physical core once (hyper-threads share one); `cpus` as
+    `cpuinfo()` gives them and `allowed` the logical CPUs it may use (both read when not given)."""
+    if allowed is None:
+        try:
+            allowed = len(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux
+            allowed = os.cpu_count() or 1
+    cores = {(cpu.get("physical id", ""), cpu["core id"]) for cpu in (cpuinfo() if cpus is None else cpus)
+             if "core id" in cpu}
     return max(1, min(allowed, len(cores)) if cores else allowed)
 
 

@@ -52,7 +52,14 @@ def test_the_launcher_starts_the_one_worker_as_ranks(tmp_path):
     assert "--deepspeed" in cmd
 
 
-def test_cores_are_counted_from_one_reading_of_cpuinfo():
-    assert physical_cores() >= 1
-    cpus = cpuinfo()
-    assert all(isinstance(cpu, dict) and cpu for cpu in cpus)
+def test_cores_are_counted_once_per_physical_core_from_cpuinfo(tmp_path):
+    """Two sockets of two cores with two hyper-threads each: 8 logical CPUs, 4 physical cores."""
+    blocks = [f"processor\t: {n}\nmodel name\t: test\nphysical id\t: {socket}\ncore id\t\t: {core}\n"
+              for n, (socket, core, _) in enumerate((s, c, t) for s in (0, 1) for c in (0, 1) for t in (0, 1))]
+    text = tmp_path / "cpuinfo"
+    text.write_text("\n".join(blocks) + "\n")
+    cpus = cpuinfo(text)
+    assert len(cpus) == 8 and cpus[5] == {"processor": "5", "model name": "test", "physical id": "1", "core id": "0"}
+    assert physical_cores(cpus, allowed=8) == 4 and physical_cores(cpus, allowed=2) == 2
+    assert physical_cores([], allowed=3) == 3  # no core ids (a VM, not Linux): the CPUs it may use
+    assert cpuinfo(tmp_path / "missing") == []
