@@ -2,12 +2,11 @@
 conditioner and the loss, backward, gradient clipping, AdamW, EMA, loss logging) against a bare
 forward/backward/AdamW loop on the same denoiser and a batch of the same size, alternated in one process.
 
-    python -m benchmarks.step_overhead [--quick] [--batch 128] [--levers] [-o key=value ...]
+    python -m benchmarks.step_overhead [--quick] [--batch 128] [-o key=value ...]
 
-The run is set up by protobench.training itself (parts, train state, batches, `loop.train_step`), so what
-is timed is what `protobench run` executes. The last line is one JSON object; `ratio` is engine / bare
-seconds per step (1.0 = no overhead). `--levers` adds a third contender, the same engine step with the
-change proposed for the engine (fused AdamW), patched in here.
+The run is set up by protobench.training itself (parts, `run.train_state`, `loop.compile_step`, batches,
+`loop.train_step`), so what is timed is what `protobench run` executes. The last line is one JSON object;
+`ratio` is engine / bare seconds per step (1.0 = no overhead).
 """
 
 from __future__ import annotations
@@ -23,16 +22,16 @@ from benchmarks._common import alternate, emit, matmul_probe, median, one_thread
 
 
 def engine_run(overrides: dict, out: Path):
-    """A digits run's pieces set up exactly as `protobench run` sets them up (parts, model, train state, batches),
-    before its training loop: (ctx, parts, state, batches)."""
+    """A digits run's pieces set up as `protobench run` sets them up (parts, the train state with its prepare
+    step, the compiled step with `-o compile`, batches), before its training loop: (ctx, parts, state, batches)."""
     from protobench.config import build_config
     from protobench.ledger import Ledger
     from protobench.plugins import get_registry
     from protobench.training.batches import Batches
     from protobench.training.context import RunContext
-    from protobench.training.objective import DiffusionModel
+    from protobench.training.loop import compile_step
     from protobench.training.parts import build_parts, load_data
-    from protobench.training.state import TrainState
+    from protobench.training.run import train_state
 
     registry = get_registry()
     cfg = build_config(overrides, registry)
@@ -40,18 +39,9 @@ def engine_run(overrides: dict, out: Path):
     torch.manual_seed(cfg.seed * 1000)
     parts = build_parts(cfg, registry, load_data(cfg, registry), ctx.out, ctx.device)
     ctx.dir.mkdir(parents=True, exist_ok=True)
-    model = DiffusionModel(parts.conditioner, parts.denoiser, parts.schedule).to(ctx.device)
-    state = TrainState(cfg, ctx, parts, model, Ledger(devices=1), {"images": 0.0, "flops": 0.0})
+    state = train_state(ctx, parts, Ledger(devices=1), None)
+    compile_step(ctx, state)
     return ctx, parts, state, Batches(cfg, parts.data.train_split, ctx.dist, state.train_gen)
-
-
-def with_levers(state) -> None:
-    """Patch the train `state` with the engine-side lever still open: AdamW on its fused kernel (CPU and CUDA) instead of
-    the default per-parameter loop on a CPU. (The EMA is already one multi-tensor lerp in the engine.)"""
-    old = state.optimizer
-    params = [p for group in old.param_groups for p in group["params"]]
-    state.optimizer = torch.optim.AdamW(params, lr=old.defaults["lr"], weight_decay=old.defaults["weight_decay"],
-                                      fused=True)
 
 
 def bare_step(denoiser, conditioner, batch):
@@ -75,7 +65,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--steps", type=int, default=None, help="steps per round")
     parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--levers", action="store_true", help="also time the engine step with the proposed levers")
     parser.add_argument("-o", dest="overrides", action="append", default=[], help="run option, as for `protobench run`")
     args = parser.parse_args(argv)
     one_thread()
@@ -92,23 +81,15 @@ def main(argv: list[str] | None = None) -> None:
         x_t = parts.schedule.q_sample(x0, t, noise)
         contenders = {"engine": lambda: train_step(ctx, state, batches(state.step)),
                       "bare": bare_step(parts.denoiser, parts.conditioner, (x_t, t, labels, noise))}
-        if args.levers:
-            p_ctx, _, patched, p_batches = engine_run(user, Path(tmp) / "b")
-            with_levers(patched)
-            contenders["engine+levers"] = lambda: train_step(p_ctx, patched, p_batches(patched.step))
         times, probes = alternate(contenders, rounds=rounds, steps=steps, probe=matmul_probe)
         progress(f"engine ran {state.step} steps, {state.images_seen} images")
     engine_s, bare_s = median(times["engine"]), median(times["bare"])
-    levers = {}
-    if args.levers:
-        levers_s = median(times["engine+levers"])
-        levers = {"levers_ms": round(levers_s * 1000, 1), "levers_ratio": round(levers_s / bare_s, 3)}
     emit({"benchmark": "step_overhead", "threads": torch.get_num_threads(), "device": "cpu",
           "dataset": state.cfg.dataset, "batch": state.cfg.batch_size, "rounds": rounds, "steps_per_round": steps,
           "engine_ms": round(engine_s * 1000, 1), "bare_ms": round(bare_s * 1000, 1),
           "engine_images_per_s": round(state.cfg.batch_size / engine_s, 1),
           "bare_images_per_s": round(state.cfg.batch_size / bare_s, 1),
-          "probe_gflops": round(median(probes) / 1e9, 1), **levers, "ratio": round(engine_s / bare_s, 3)})
+          "probe_gflops": round(median(probes) / 1e9, 1), "ratio": round(engine_s / bare_s, 3)})
 
 
 if __name__ == "__main__":

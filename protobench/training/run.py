@@ -29,6 +29,17 @@ from protobench.training.provenance import write_config
 from protobench.training.state import TrainState
 
 
+def train_state(ctx: RunContext, parts: Parts, ledger: Ledger, checkpoint: dict[str, Any] | None) -> TrainState:
+    """The state a run trains: restored from `checkpoint`, or fresh (its `start` event, then the conditioner's
+    prepare step, Stage I, booked on `ledger`)."""
+    model = DiffusionModel(parts.conditioner, parts.denoiser, parts.schedule).to(ctx.device)
+    prepare_work = {"images": 0.0, "flops": 0.0}
+    if checkpoint is None:
+        ctx.event(START, device=device_info(ctx.device, ctx.dist.world))
+        prepare_conditioner(ctx, model, parts, ledger, prepare_work)
+    return TrainState(ctx.cfg, ctx, parts, model, ledger, prepare_work, checkpoint)
+
+
 class Run:
     """`Run(cfg, registry, out).execute()`: one run to its record (completed, or resumed to completion); a
     failure or an interruption is recorded in its events and raised."""
@@ -96,13 +107,8 @@ class Run:
 
     def _train(self, parts: Parts, evaluator: Evaluator, ledger: Ledger) -> dict[str, Any]:
         ctx, cfg = self.ctx, self.cfg
-        model = DiffusionModel(parts.conditioner, parts.denoiser, parts.schedule).to(ctx.device)
         checkpoint = load_latest(ctx.dir / "checkpoints")
-        prepare_work = {"images": 0.0, "flops": 0.0}
-        if checkpoint is None:
-            ctx.event(START, device=device_info(ctx.device, ctx.dist.world))
-            prepare_conditioner(ctx, model, parts, ledger, prepare_work)
-        self.state = state = TrainState(cfg, ctx, parts, model, ledger, prepare_work, checkpoint)
+        self.state = state = train_state(ctx, parts, ledger, checkpoint)
         if checkpoint is not None:
             ctx.event(RESUME, images_seen=state.images_seen, step=state.step, checkpoint=checkpoint.get("file"))
             ctx.say(f"resuming {cfg.run_id()} from its checkpoint at {state.images_seen:,} of {cfg.budget:,} images "
