@@ -174,7 +174,7 @@ def launch(cfg, out: Path, show_progress: bool = True, hostfile: Path | None = N
         raise UsageError(f"hostfile not found: {hostfile}")
     folder = RunFolder(out, cfg.run_id())
     run_dir = folder.path
-    if folder.started() and (prior := folder.record())["status"] == "completed":
+    if (prior := folder.completed(strict=True)) is not None:
         return prior
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg_file = run_dir / "launch-config.json"

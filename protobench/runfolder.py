@@ -92,17 +92,19 @@ class RunFolder:
         """Write record.json (atomically) from the record the events give."""
         atomic_write_json(self.record_path, record, within=self.path)
 
-    def completed(self) -> dict[str, Any] | None:
-        """The record if the run has completed; None if it never started, is unfinished, or cannot be read
-        (a sweep then runs it again, and the run itself says what it finds)."""
+    def completed(self, strict: bool = False) -> dict[str, Any] | None:
+        """The record if the run has completed; None if it never started or is unfinished. A run that cannot be
+        read is None too (a sweep then runs it again, and the run itself says what it finds), or with `strict`
+        raises UnreadableRun (the run itself, which must not train over it)."""
         if not self.started():
             return None
         try:
             record = self.record()
         except Exception:
+            if strict:
+                raise
             return None
         return record if record["status"] == "completed" else None
-
 
 def run_folders(out: str | Path) -> list[RunFolder]:
     """Every folder under <out>/runs that looks like a run (has a config.json or events.jsonl), by run id."""

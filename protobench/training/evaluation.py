@@ -261,6 +261,11 @@ class Evaluator:
         ctx.event("prepare", component="guidance", images_seen=state.images_seen, results=pctx.results,
                   device_seconds=state.ledger.device_seconds["prepare"], work=dict(state.prepare_work))
 
+    def sample_count(self, images_seen: int) -> int:
+        """Samples the evaluation at `images_seen` draws: eval_samples, and the final count at the budget."""
+        cfg = self.parts.cfg
+        return self.final_samples if images_seen >= cfg.budget else cfg.eval_samples
+
     def evaluate(self, state: TrainState) -> None:
         """Sample from the EMA net, score, save the grid; append to `state.evals` and record the `eval` event."""
         from protobench.training import compiled
@@ -272,7 +277,7 @@ class Evaluator:
             self._prepare_guidance(net, state)
         # the last evaluation may draw more samples (final_eval_samples): per-class metrics scored on all of them
         # go to `final`; `metrics` keep the first eval_samples, so the curve has one sample count throughout
-        count = self.final_samples if state.images_seen >= cfg.budget else cfg.eval_samples
+        count = self.sample_count(state.images_seen)
         ctx.event("stage", name=f"evaluating: sampling {count} images", images_seen=state.images_seen)
         scores: dict[str, Any] = {"metrics": {}, "metrics_se": {}, "unscored": {}, "final": {}}
         with ctx.fork_rng(), state.ledger.phase("eval", ctx.sync):

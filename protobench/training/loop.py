@@ -109,7 +109,7 @@ def train(ctx: RunContext, parts: Parts, state: TrainState, evaluator: Evaluator
                         break  # checkpoint now (by time, or asked to stop)
             compiled.move_to_compile(state.ledger, clock, "train")
             if state.images_seen >= min(next_eval, cfg.budget):
-                bar.update(note=f"evaluating: sampling {cfg.eval_samples} images")
+                bar.update(note=f"evaluating: sampling {evaluator.sample_count(state.images_seen)} images")
                 evaluator.evaluate(state)
             name = save_state(ctx, state)
             last_checkpoint = time.monotonic()

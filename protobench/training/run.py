@@ -57,7 +57,7 @@ class Run:
 
     def execute(self) -> dict[str, Any]:
         ctx = self.ctx
-        prior = self._completed()
+        prior = ctx.folder.completed(strict=True)
         if prior is not None:
             if ctx.dist.main and not ctx.folder.record_path.exists():
                 ctx.folder.write_record(prior)
@@ -81,17 +81,11 @@ class Run:
         if ctx.dist.main and not lock.acquire():  # one process per run: a second sweep skips it
             raise RunLocked(f"run {ctx.dir.name} is being run by {lock.describe_holder()}")
         try:
-            return self._completed() or self._record_outcome(parts, evaluator)
+            # completed by another process while this one waited for the lock?
+            return ctx.folder.completed(strict=True) or self._record_outcome(parts, evaluator)
         finally:
             if ctx.dist.main:
                 lock.release()
-
-    def _completed(self) -> dict[str, Any] | None:
-        """The record of this run if it completed (perhaps by another process while this one waited)."""
-        folder = self.ctx.folder
-        if folder.started() and (prior := folder.record())["status"] == "completed":
-            return prior
-        return None
 
     def _record_outcome(self, parts: Parts, evaluator: Evaluator) -> dict[str, Any]:
         """Train, and record how it ended: completed, failed, or interrupted (resumable)."""
