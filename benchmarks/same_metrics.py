@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -24,14 +25,14 @@ def without_clock(value, root: str):
         return {k: without_clock(v, root) for k, v in value.items() if k not in CLOCK}
     if isinstance(value, list):
         return [without_clock(v, root) for v in value]
-    if isinstance(value, str):
-        return value.replace(root, "<out>")
+    if isinstance(value, str) and (value == root or value.startswith(root + os.sep)):
+        return "<out>" + value[len(root):]  # a path under the results folder, not any text that contains it
     return value
 
 
 def events(run: Path) -> list[dict]:
     out = []
-    root = str(run.parent.parent)
+    root = str(run.parent.parent.resolve())  # paths in events are written resolved
     for line in (run / "events.jsonl").read_text().splitlines():
         ev = json.loads(line)
         if ev.get("event") == "start":
