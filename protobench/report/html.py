@@ -20,7 +20,7 @@ from protobench.records import CONFIG_NAME, ranked_evals
 from protobench.report.rows import evaluator
 from protobench.report.svg import PALETTE, prototypes_svg, svg_plot
 from protobench.report.work import CLOCKS, clock_at, clock_unit, crossing, finite
-from protobench.runfolder import RUNS
+from protobench.runfolder import RunFolder
 from protobench.stats import summarize
 from protobench.vocabulary import AXES
 
@@ -276,7 +276,7 @@ def build_html(rows: list[dict[str, Any]], records: list[dict[str, Any]], title:
     """The page. With `out`, each run's files are read from <out>/runs/<run_id> (a results folder that was
     moved or copied since it was indexed), else from the path its record names."""
     if out is not None:
-        records = [{**r, "path": str(Path(out) / RUNS / r["run_id"])} for r in records]
+        records = [{**r, "path": str(RunFolder(out, r["run_id"]).path)} for r in records]
     clock = rows[0].get("clock", "device-hours") if rows else "device-hours"
     sections = [
         f"<h1>{html.escape(title)}</h1>",
