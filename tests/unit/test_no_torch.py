@@ -1,5 +1,5 @@
 """Reading results needs no torch: `report`, `compare` and `plot curves` run on run folders without importing it
-(torch is most of their start-up time and memory), nor scipy (a third of `report`'s time over 1,000 runs)."""
+(torch is most of their start-up time and memory), nor scipy (`import scipy.special` alone took 0.23 to 0.34 s on the 2-core machine)."""
 
 from __future__ import annotations
 

@@ -93,7 +93,7 @@ def test_mde_shrinks_with_seeds_and_is_zero_without_spread():
 
 
 @pytest.mark.parametrize("q", [0.6, 0.8, 0.9, 0.95, 0.975, 0.99, 0.995, 0.9995, 0.025, 0.2])
-def test_t_quantile_is_scipys_to_1e12_without_importing_scipy(q):
+def test_t_quantile_is_scipys_to_1e12(q):  # that reading results imports no scipy: test_no_torch.py
     from scipy.special import stdtrit
 
     for df in [*range(1, 301), 500, 1000, 5000]:
