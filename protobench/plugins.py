@@ -222,7 +222,7 @@ def load_registry(extra_plugins: dict[str, object] | None = None) -> Registry:
         candidates.append((ep.name, version, module))
     for name, module in (extra_plugins or {}).items():
         candidates.append((name, "local", module))
-    known_hooks = sorted([*(f"register_{kind}s" for kind in KINDS), "register_commands"])
+    known_hooks = sorted([*(f"register_{kind}s" for kind in KINDS), *hookspecs.NOT_KINDS])
     for name, version, module in candidates:
         # a misspelt hook would otherwise be silently ignored and the plugin would register nothing
         unknown = [a for a in dir(module) if hasattr(getattr(module, a, None), "protobench_impl") and a not in known_hooks]

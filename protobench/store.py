@@ -85,11 +85,11 @@ def _digest(text: str) -> str:
 
 
 def _upsert(conn: sqlite3.Connection, record: dict[str, Any], stamp: str) -> dict[str, Any]:
-    """Write the record's row; returns the record as the index holds it (read back from its JSON)."""
+    """Write the record's row; returns the record (load_record's, JSON types only: what a warm read gives)."""
     text = json.dumps(record, default=str)
     conn.execute(f"INSERT OR REPLACE INTO runs VALUES ({','.join('?' * len(COLUMNS))})",
                  (record["run_id"], f"{stamp}#{_digest(text)}", *_values(record), text))
-    return json.loads(text)
+    return record
 
 
 def _row_record(row: tuple) -> dict[str, Any] | None:
@@ -154,12 +154,6 @@ def _with_index(out: Path, work):
                 raise
             warn(f"{index_path(out)} is damaged ({exc}); rebuilding it from the run folders")
             _remove_index(out)
-
-
-def sync(out: Path) -> None:
-    """Bring the index up to date with the run folders: new and changed runs re-read, vanished ones dropped."""
-    out = Path(out)
-    _with_index(out, lambda conn: _sync(conn, out))
 
 
 def _remove_index(out: Path) -> None:
