@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from protobench.device import has_cuda
-from protobench.errors import ExitCode, Interrupted, UsageError
+from protobench.errors import ExitCode, UsageError
 
 #: what a rank needs to join its process group
 REQUIRED_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -226,16 +226,16 @@ def _run_launcher(cmd: list[str], cfg, run_dir: Path, log: Path, show_progress: 
 
 def _launched_record(cfg, run_dir: Path, log: Path, rc: int) -> dict[str, Any]:
     """The record of a run the launcher has left: Interrupted if its ranks stopped resumably, failed if they died."""
-    from protobench.events import FAILED, INTERRUPTED, LIFECYCLE, make_event
+    from protobench.events import FAILED, interruption, make_event
     from protobench.locks import run_lock
     from protobench.runfolder import RunFolder
 
     folder = RunFolder.at(run_dir)
     with run_lock(run_dir, wait=True, timeout=120):  # rank 0 may still be checkpointing after a signal
         record = folder.record()
-    stops = [e for e in folder.events() if e.get("event") in LIFECYCLE]
-    if rc != ExitCode.OK and stops and stops[-1]["event"] == INTERRUPTED:  # SIGTERM reached the ranks: resumable
-        raise Interrupted(cfg.run_id(), int(stops[-1].get("images_seen") or 0), stops[-1].get("checkpoint"))
+    stop = interruption(folder.events(), cfg.run_id(), run_dir) if rc != ExitCode.OK else None
+    if stop is not None:  # SIGTERM reached the ranks, or a full disk: resumable
+        raise stop
     if rc != ExitCode.OK and record["status"] != "failed":
         folder.append(make_event(FAILED, error=f"launcher exited with code {rc}; see {log}", log_tail=_log_tail(log)))
         record = folder.record()

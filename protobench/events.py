@@ -152,3 +152,19 @@ def follow(events: Path, offset: int) -> tuple[int, list[dict[str, Any]]]:
         except (json.JSONDecodeError, UnicodeDecodeError):
             continue
     return offset + end, out
+
+
+def interruption(events: list[dict[str, Any]], run_id: str, where: str | Path = ""):
+    """The resumable stop `events` end in: Interrupted with what was kept (NoSpace, with its reason, for a full
+    disk) when the last lifecycle event is `interrupted`; None when they end otherwise. `where`: the path a full
+    disk refused (the run folder when not known)."""
+    from protobench.errors import Interrupted, NoSpace
+
+    stops = [e for e in events if e.get("event") in LIFECYCLE]
+    if not stops or stops[-1]["event"] != INTERRUPTED:
+        return None
+    stop = stops[-1]
+    images_seen, checkpoint = int(stop.get("images_seen") or 0), stop.get("checkpoint")
+    if stop.get("reason"):
+        return NoSpace(run_id, images_seen, checkpoint, str(where), str(stop["reason"]))
+    return Interrupted(run_id, images_seen, checkpoint)

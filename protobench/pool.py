@@ -4,6 +4,7 @@ children, which checkpoint and exit, and the runs resume when they are started a
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -15,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from protobench.device import THREADS_ENV, cpu_threads, gpu_count
-from protobench.events import EVENTS_NAME, INTERRUPTED, REFUSED, follow
+from protobench.errors import ExitCode
+from protobench.events import EVENTS_NAME, REFUSED, follow, interruption
 
 STAGES = {
     "start": "starting", "prepare": "training", "resume": "training (resumed)", "loss": "training",
@@ -41,7 +43,8 @@ class Job:
     cfg: Any  # RunConfig
     run_dir: Path
     proc: subprocess.Popen | None = None
-    offset: int = 0
+    offset: int = 0  # how far the parent has read its events.jsonl
+    started_at: int = 0  # where this start's events begin there
     images_seen: int = 0
     stage: str = "waiting"
     device: str | None = None  # the GPU it runs on, if any
@@ -54,14 +57,27 @@ class Job:
         return self.run_dir / "job-events.jsonl"
 
     def interrupted(self):
-        """`Interrupted` with what the child kept, once it has recorded stopping on Ctrl-C (None: it has not)."""
-        from protobench.errors import Interrupted
+        """`Interrupted` with what the child kept (NoSpace for a full disk) once this start of it has recorded
+        stopping resumably; None if it has not."""
+        _, new = follow(self.run_dir / EVENTS_NAME, self.started_at)
+        return interruption(new, self.cfg.run_id(), self.run_dir)
 
-        _, new = follow(self.run_dir / EVENTS_NAME, self.offset)
-        stops = [ev for ev in new if ev.get("event") == INTERRUPTED]
-        if not stops:
+    def stopped(self, rc: int):
+        """How the child, having exited with `rc`, stopped resumably by itself (a full disk, --stop-after, SIGTERM):
+        as its events say, or, for a full disk that left no room to say it, from its last checkpoint; None if it
+        did not."""
+        if rc not in (ExitCode.INTERRUPTED, ExitCode.NO_SPACE):
             return None
-        return Interrupted(self.cfg.run_id(), int(stops[-1].get("images_seen") or 0), stops[-1].get("checkpoint"))
+        stop = self.interrupted()
+        if stop is None and rc == ExitCode.NO_SPACE:
+            from protobench.diskspace import no_space_reason
+            from protobench.errors import NoSpace
+            from protobench.training.checkpoints import load_latest
+
+            path, reason = no_space_reason(OSError(errno.ENOSPC, "no space"), self.run_dir)
+            latest = load_latest(self.run_dir / "checkpoints", quiet=True) or {}
+            stop = NoSpace(self.cfg.run_id(), int(latest.get("images_seen", 0)), latest.get("file"), path, reason)
+        return stop
 
     def refusal(self) -> str | None:
         """Why the child was refused, as it said in one line (None: it was not)."""
@@ -88,7 +104,7 @@ class Pool:
         cfg_file = job.run_dir / "job-config.json"
         atomic_write_json(cfg_file, job.cfg.to_dict())
         events = job.run_dir / EVENTS_NAME
-        job.offset = events.stat().st_size if events.exists() else 0
+        job.offset = job.started_at = events.stat().st_size if events.exists() else 0
         job.refusals = job.job_events.stat().st_size if job.job_events.exists() else 0
         cmd = [sys.executable, "-m", "protobench.worker", "--config-json", str(cfg_file), "--out", str(self.out),
                "--events", str(job.job_events)]
@@ -149,6 +165,7 @@ def run_pool(jobs: list[Job], out: Path, processes: int, threads: int | None,
     pending = list(jobs)
     pool = Pool(Path(out), cpu_threads(threads), hostfile, [str(i) for i in range(gpu_count())], [])
     finished = done_images = 0
+    stopped = None
     with progress:
         overall = progress.add_task(f"sweep 0/{len(jobs)} done", total=sum(j.cfg.budget for j in jobs))
         rows: dict[int, Any] = {}
@@ -165,9 +182,14 @@ def run_pool(jobs: list[Job], out: Path, processes: int, threads: int | None,
                     if rc is None:
                         continue
                     progress.remove_task(rows.pop(id(job)))
+                    stopped = job.stopped(rc)
+                    if stopped is not None:  # it stopped resumably by itself (a full disk, --stop-after, SIGTERM)
+                        break
                     finished += 1
                     done_images += job.cfg.budget
                     on_done(job, rc)
+                if stopped is not None:
+                    break
                 progress.update(overall, completed=done_images + sum(j.images_seen for j in pool.running),
                                 description=f"sweep {finished}/{len(jobs)} done, {len(pool.running)} running")
                 time.sleep(0.3)
@@ -178,3 +200,6 @@ def run_pool(jobs: list[Job], out: Path, processes: int, threads: int | None,
             if stopped is not None:  # one run was going: say what it kept, as `protobench run` does
                 raise stopped from exc
             raise
+    if stopped is not None:  # so does the sweep, as on Ctrl-C: the others checkpoint, and all resume next time
+        pool.interrupt()
+        raise stopped

@@ -67,8 +67,11 @@ def run_job(cfg_json: Path, out: Path, threads: int | None, device: str | None, 
     try:
         record = execute(cfg, get_registry(), out, show_progress=False, hostfile=hostfile, threads=threads)
     except KeyboardInterrupt as exc:
-        if getattr(exc, "reason", None):  # a full disk
-            return refuse(events, ExitCode.INTERRUPTED, exc.reason)
+        if getattr(exc, "reason", None):  # a full disk: said if there is room; the exit code says it anyway
+            try:
+                return refuse(events, ExitCode.NO_SPACE, exc.reason)
+            except OSError:
+                return ExitCode.NO_SPACE
         return ExitCode.INTERRUPTED
     except RunLocked as exc:  # another process holds the run: the parent records it as skipped
         return refuse(events, ExitCode.HELD, str(exc))

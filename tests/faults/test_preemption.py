@@ -137,3 +137,52 @@ def test_a_full_disk_is_one_line_keeps_the_last_good_checkpoint_and_resumes_when
     assert again.returncode == 0, again.stderr[-2000:]
     assert f"from its checkpoint at {kept:,} of 8,192 images" in again.stderr
     assert json.loads(again.stdout)["status"] == "completed"
+
+
+@pytest.mark.slow
+def test_a_sweep_stops_resumably_on_a_full_disk_and_resumes_when_there_is_room(tmp_path, small_disk):
+    """A full disk in one combination's process stops the sweep as it stops `protobench run`: one line, exit 130,
+    nothing recorded as failed, and the same command resumes it (it is not skipped to fill the next one)."""
+    out = small_disk / "out"
+    env = {**os.environ, "PROTOBENCH_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1",
+           "PROTOBENCH_CHECKPOINT_SECONDS": "0"}
+    cmd = [sys.executable, "-m", "protobench.cli", "sweep", "--jobs", "1", "--seed", "0,1", *SHORT, "--out", str(out)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    events = wait_for(logged(out / "runs", "checkpoint"), proc, "the first checkpoint")
+    filler = fill(small_disk)
+    _, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 130, stderr[-2000:]
+    [line] = [x for x in stderr.splitlines() if x.startswith("interrupted")]
+    assert "no space left writing " + str(out) in line and "make room, then resume with: protobench sweep" in line
+    assert "failed" not in stderr and len(list((out / "runs").iterdir())) == 1, stderr[-2000:]
+    kept = load_latest(events.parent / "checkpoints")["images_seen"]
+
+    filler.unlink()
+    again = subprocess.run(cmd, env={**env, "PROTOBENCH_CHECKPOINT_SECONDS": "100000"}, capture_output=True,
+                           text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-2000:]
+    log = read_events(events)
+    assert [e["images_seen"] for e in log if e["event"] == "resume"] == [kept]
+    assert "2 completed, 0 failed" in again.stderr
+
+
+@pytest.mark.slow
+def test_a_combination_that_stops_by_itself_stops_the_sweep_which_resumes(tmp_path):
+    """--stop-after (here through its variable) stops each combination's process resumably: the sweep stops with
+    the resume line and exit 130 instead of listing the runs as failed, and the same command finishes them."""
+    out = tmp_path / "out"
+    env = {**os.environ, "PROTOBENCH_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "protobench.cli", "sweep", "--jobs", "2", "--seed", "0,1", *SHORT[:4],
+           "--eval-samples", "20", "-o", "batch_size=32", "-o", "denoiser.base_channels=8", "-o",
+           "denoiser.num_res_blocks=1", "-o", "sampler.steps=3", "--metric", "fid", "--out", str(out)]
+    stopped = subprocess.run(cmd, env={**env, "PROTOBENCH_STOP_AFTER": "256"}, capture_output=True, text=True,
+                             timeout=900)
+    assert stopped.returncode == 130, stopped.stderr[-2000:]
+    lines = [x for x in stopped.stderr.splitlines() if x.startswith("interrupted")]
+    assert len(lines) == 1 and "resume with: protobench sweep" in lines[0], stopped.stderr[-2000:]
+    assert "failed" not in stopped.stderr
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0 and "2 completed, 0 failed" in again.stderr, again.stderr[-2000:]
+    for events in (out / "runs").glob("*/events.jsonl"):
+        kinds = [e["event"] for e in read_events(events)]
+        assert kinds.count("start") == 1 and kinds.count("end") == 1, kinds
