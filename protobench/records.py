@@ -67,6 +67,25 @@ def best_of(evals: list[dict[str, Any]], primary: str | None = None) -> dict[str
             "prepare_hours": ds["prepare"] / 3600.0, "compile_hours": ds.get("compile", 0.0) / 3600.0}
 
 
+def best_se(record: dict[str, Any]) -> float | None:
+    """The bootstrap standard error of the record's best value, from the evaluation it came from (None: none)."""
+    best = record.get("best")
+    if not best:
+        return None
+    return next((e.get("metrics_se", {}).get(best["metric"]) for e in record.get("evals", [])
+                 if e["images_seen"] == best["images_seen"]), None)
+
+
+def best_text(record: dict[str, Any]) -> str:
+    """"best <metric> <value>±<se> (bootstrap se)" for a line about the run ("" when it has none): the standard
+    error of the one evaluation the best value came from."""
+    best = record.get("best")
+    if not best:
+        return ""
+    se = best_se(record)
+    return f"best {best['metric']} {best['value']:.3f}" + (f"±{se:.2g} (bootstrap se)" if se is not None else "")
+
+
 class UnreadableRun(UsageError, ValueError):
     """A run folder whose record cannot be built: which file, and why (one line for the CLI, exit 2)."""
 

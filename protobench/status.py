@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from protobench.events import INTERRUPTED
-from protobench.records import UnreadableRun
+from protobench.records import UnreadableRun, best_text
 from protobench.runfolder import RunFolder, run_folders
 
 
@@ -144,7 +144,7 @@ def _best(record: dict[str, Any]) -> str:
     best = record.get("best")
     if not best:
         return ""
-    return f"best {best['metric']} {best['value']:.3f} at {best['images_seen']:,} images"
+    return f"{best_text(record)} at {best['images_seen']:,} images"
 
 
 def statuses(out: Path, scheduler_states: Callable[[list[str]], dict[str, dict[str, str]]]) -> list[dict[str, Any]]:

@@ -6,6 +6,7 @@ others go on; `<out>/sweeps/<sweep id>.json` lists where each stands."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ def run_sweep(combos: list[dict[str, Any]], fixed: dict[str, Any], out: Path, pa
 
 def run_local_sweep(combos, fixed, registry, out: Path, sid: str, params: dict[str, Any], console):
     """Each combination in its own process, `--jobs` at a time; finished ones are skipped."""
-    from protobench.device import apply_threads, default_jobs
+    from protobench.device import THREADS_ENV, apply_threads, cpu_threads, default_jobs
     from protobench.io import atomic_write_json
     from protobench.pool import run_pool
     from protobench.sweep import spread
@@ -43,8 +44,10 @@ def run_local_sweep(combos, fixed, registry, out: Path, sid: str, params: dict[s
         for cfgs in instruments.values():
             console.print(f"preparing the measuring instruments for {cfgs[0].dataset} ({', '.join(cfgs[0].metrics)}) ...")
             prepare_instruments(cfgs, registry, out, show)
+        threads = cpu_threads(params.get("threads"))
         console.print(f"running {len(todo)} combinations, {processes} at a time, "
-                      f"{params.get('threads') or 'one'} thread(s) each")
+                      f"{threads or os.environ.get(THREADS_ENV)} thread(s) each"
+                      + ("" if threads else f" (${THREADS_ENV})"))
     manifest_path = out / "sweeps" / f"{sid}.json"
 
     def on_done(job, rc: int) -> None:
@@ -146,12 +149,14 @@ def done_line(record: dict[str, Any], label: str) -> str:
     """One combination's line as it ends: done / failed / skipped, its best value or its error (rich markup)."""
     from rich.markup import escape
 
+    from protobench.records import best_text
+
     best = record.get("best")
     mark = {"completed": "[green]done[/green]", "failed": "[red]failed[/red]",
             "skipped": "[yellow]skipped[/yellow]"}.get(record["status"], record["status"])
     line = f"{mark} {escape(label)}"
     if best:
-        line += f"  best {escape(best['metric'])} {best['value']:.3f}"
+        line += f"  {escape(best_text(record))}"
     if record["status"] != "completed" and record.get("error"):
         line += f"  [red]{escape(str(record['error']))}[/red]"
     return line

@@ -16,6 +16,7 @@ def print_record(record: dict[str, Any]) -> None:
     bootstrap standard error; per-class values and the columns that do not fit are named, not squeezed."""
     from rich.markup import escape
 
+    from protobench.records import best_se
     from protobench.units import hours_label
 
     c = console()
@@ -38,9 +39,7 @@ def print_record(record: dict[str, Any]) -> None:
         c.print(escape(note), style="dim")
     if record.get("best"):
         b = record["best"]
-        se = next((e.get("metrics_se", {}).get(b["metric"]) for e in record["evals"]
-                   if e["images_seen"] == b["images_seen"]), None)
-        c.print(f"best {escape(b['metric'])} = {_fmt(b['value'], se)} at {b['images_seen']:,} images, "
+        c.print(f"best {escape(b['metric'])} = {_fmt(b['value'], best_se(record))} at {b['images_seen']:,} images, "
                 f"{b['device_hours']:.4f} {unit} (prepare {b['prepare_hours']:.4f}"
                 + (f", compile {b['compile_hours']:.4f})" if b.get("compile_hours") else ")"))
     if record.get("error"):
