@@ -93,19 +93,18 @@ def run_slurm_sweep(combos: list[dict[str, Any]], fixed: dict[str, Any], registr
 
 def _plan(combos, fixed, registry, out: Path):
     """(label, config) of each combination to submit, the manifest's entries, the records already completed."""
-    from protobench import store
     from protobench.config import build_config
     from protobench.sweep import describe
+    from protobench.sweep_runner import finished_record
 
     todo: list[tuple[str, Any]] = []
     manifest: list[dict[str, Any]] = []
     done: list[dict[str, Any]] = []
     for combo in combos:
         cfg = build_config({**fixed, **combo}, registry)  # a bad combination: one line, nothing submitted
-        folder = RunFolder(out, cfg.run_id())
-        run_dir, prior = folder.path, folder.completed()
+        prior = finished_record(out, cfg)
         if prior is not None:
-            done.append(store.index_run(out, run_dir) or prior)
+            done.append(prior)
             manifest.append({"combo": combo, "run_id": cfg.run_id(), "status": "completed", "error": None})
             continue
         todo.append((describe(combo), cfg))
@@ -136,13 +135,10 @@ def _write_manifest(path: Path, sid: str, fixed: dict[str, Any], manifest: list[
 
 def _job_record(cfg, job_id: str, out: Path, sid: str) -> dict[str, Any]:
     """The record of a run whose job has left the queue, or why it has none."""
-    from protobench import store
     from protobench.sweep import failed_record
+    from protobench.sweep_runner import indexed_record
 
-    try:
-        record = store.index_run(out, RunFolder(out, cfg.run_id()).path)
-    except Exception as exc:  # an unreadable run folder is reported, the others still are
-        return failed_record(f"unreadable run: {exc}", cfg.to_dict(), cfg.run_id())
+    record = indexed_record(out, cfg)
     if record is None:
         return failed_record(f"job {job_id} left the queue before its run started; see {out / 'slurm' / sid}",
                              cfg.to_dict(), cfg.run_id())

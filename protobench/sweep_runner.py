@@ -67,7 +67,6 @@ def run_local_sweep(combos, fixed, registry, out: Path, sid: str, params: dict[s
 def _plan(combos, fixed, registry, out: Path, console):
     """Each combination's config: refused ones and finished ones recorded (and said), the rest as jobs, with the
     configs that share measuring instruments grouped."""
-    from protobench import store
     from protobench.config import build_config
     from protobench.errors import UsageError
     from protobench.pool import Job
@@ -86,13 +85,12 @@ def _plan(combos, fixed, registry, out: Path, console):
             results[i] = failed_record(str(exc), combo)
             console.print(done_line(results[i], label))
             continue
-        folder = RunFolder(out, cfg.run_id())
-        run_dir, prior = folder.path, folder.completed()
+        prior = finished_record(out, cfg)
         if prior is not None:
-            results[i] = store.index_run(out, run_dir) or prior
+            results[i] = prior
             console.print(done_line(results[i], label) + "  (already done)")
             continue
-        job = Job(label=label, cfg=cfg, run_dir=run_dir)
+        job = Job(label=label, cfg=cfg, run_dir=RunFolder(out, cfg.run_id()).path)
         index_of[id(job)] = i
         todo.append(job)
         key = json.dumps([cfg.dataset, cfg.options.get("dataset"), cfg.metrics, cfg.options.get("metric"),
@@ -101,16 +99,34 @@ def _plan(combos, fixed, registry, out: Path, console):
     return results, todo, index_of, instruments
 
 
-def job_record(job, rc: int, out: Path) -> dict[str, Any]:
-    """The record a sweep lists for a job that has exited with `rc`: its run's, or why it has none."""
+def finished_record(out: Path, cfg) -> dict[str, Any] | None:
+    """The record of `cfg`'s run if it has already completed (indexed), else None: a sweep skips it."""
     from protobench import store
+    from protobench.runfolder import RunFolder
+
+    folder = RunFolder(out, cfg.run_id())
+    prior = folder.completed()
+    return None if prior is None else (store.index_run(out, folder.path) or prior)
+
+
+def indexed_record(out: Path, cfg) -> dict[str, Any] | None:
+    """`cfg`'s run record, (re)indexed, once its job has ended: None if it never started, a failed record saying
+    so if its folder cannot be read (the sweep lists it and goes on)."""
+    from protobench import store
+    from protobench.runfolder import RunFolder
     from protobench.sweep import failed_record
 
-    record = None
     try:
-        record = store.index_run(out, job.run_dir)
-    except Exception as exc:  # an unreadable run folder is reported, the sweep goes on
-        record = failed_record(f"unreadable run: {exc}", job.cfg.to_dict(), job.cfg.run_id())
+        return store.index_run(out, RunFolder(out, cfg.run_id()).path)
+    except Exception as exc:
+        return failed_record(f"unreadable run: {exc}", cfg.to_dict(), cfg.run_id())
+
+
+def job_record(job, rc: int, out: Path) -> dict[str, Any]:
+    """The record a sweep lists for a job that has exited with `rc`: its run's, or why it has none."""
+    from protobench.sweep import failed_record
+
+    record = indexed_record(out, job.cfg)
     log = job.run_dir / "job.log"
     if record is None:  # refused before its record existed (a plugin option, --data-root): say why
         record = failed_record(job.refusal() or f"the job exited with code {rc} before it started; see {log}",
