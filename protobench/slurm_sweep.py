@@ -94,8 +94,7 @@ def run_slurm_sweep(combos: list[dict[str, Any]], fixed: dict[str, Any], registr
 def _plan(combos, fixed, registry, out: Path):
     """(label, config) of each combination to submit, the manifest's entries, the records already completed."""
     from protobench.config import build_config
-    from protobench.sweep import describe
-    from protobench.sweep_runner import finished_record
+    from protobench.sweep import describe, finished_record
 
     todo: list[tuple[str, Any]] = []
     manifest: list[dict[str, Any]] = []
@@ -135,8 +134,7 @@ def _write_manifest(path: Path, sid: str, fixed: dict[str, Any], manifest: list[
 
 def _job_record(cfg, job_id: str, out: Path, sid: str) -> dict[str, Any]:
     """The record of a run whose job has left the queue, or why it has none."""
-    from protobench.sweep import failed_record
-    from protobench.sweep_runner import indexed_record
+    from protobench.sweep import failed_record, indexed_record
 
     record = indexed_record(out, cfg)
     if record is None:

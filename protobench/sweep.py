@@ -4,6 +4,8 @@ Axes on the command line are comma lists (`--conditioner random,proto-frozen --s
 swept with `|` (`-o lr=1e-4|2e-4`), because commas belong to tuple values (`-o denoiser.channel_mult=1,2|1,2,2`).
 A sweep TOML holds the run keys of a run TOML plus a `[sweep]` table of lists (`conditioner = ["random", ...]`,
 `seed = [0, 1, 2]`, `"denoiser.dropout" = [0.0, 0.1]`). Command-line lists replace the TOML's for the same key.
+
+Also what every executor (the local pool, Slurm) lists for a combination: its record, finished or failed.
 """
 
 from __future__ import annotations
@@ -104,3 +106,25 @@ def spread(jobs: list[Any]) -> list[Any]:
             if i < len(second):
                 ordered.append(second[i])
     return ordered
+
+
+def finished_record(out: Path, cfg) -> dict[str, Any] | None:
+    """The record of `cfg`'s run if it has already completed (indexed), else None: a sweep skips it."""
+    from protobench import store
+    from protobench.runfolder import RunFolder
+
+    folder = RunFolder(out, cfg.run_id())
+    prior = folder.completed()
+    return None if prior is None else (store.index_run(out, folder.path) or prior)
+
+
+def indexed_record(out: Path, cfg) -> dict[str, Any] | None:
+    """`cfg`'s run record, (re)indexed, once its job has ended: None if it never started, a failed record saying
+    so if its folder cannot be read (the sweep lists it and goes on)."""
+    from protobench import store
+    from protobench.runfolder import RunFolder
+
+    try:
+        return store.index_run(out, RunFolder(out, cfg.run_id()).path)
+    except Exception as exc:
+        return failed_record(f"unreadable run: {exc}", cfg.to_dict(), cfg.run_id())

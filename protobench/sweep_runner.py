@@ -71,7 +71,7 @@ def _plan(combos, fixed, registry, out: Path, console):
     from protobench.errors import UsageError
     from protobench.pool import Job
     from protobench.runfolder import RunFolder
-    from protobench.sweep import describe, failed_record
+    from protobench.sweep import describe, failed_record, finished_record
 
     results: dict[int, dict[str, Any]] = {}
     todo: list[Job] = []
@@ -99,32 +99,9 @@ def _plan(combos, fixed, registry, out: Path, console):
     return results, todo, index_of, instruments
 
 
-def finished_record(out: Path, cfg) -> dict[str, Any] | None:
-    """The record of `cfg`'s run if it has already completed (indexed), else None: a sweep skips it."""
-    from protobench import store
-    from protobench.runfolder import RunFolder
-
-    folder = RunFolder(out, cfg.run_id())
-    prior = folder.completed()
-    return None if prior is None else (store.index_run(out, folder.path) or prior)
-
-
-def indexed_record(out: Path, cfg) -> dict[str, Any] | None:
-    """`cfg`'s run record, (re)indexed, once its job has ended: None if it never started, a failed record saying
-    so if its folder cannot be read (the sweep lists it and goes on)."""
-    from protobench import store
-    from protobench.runfolder import RunFolder
-    from protobench.sweep import failed_record
-
-    try:
-        return store.index_run(out, RunFolder(out, cfg.run_id()).path)
-    except Exception as exc:
-        return failed_record(f"unreadable run: {exc}", cfg.to_dict(), cfg.run_id())
-
-
 def job_record(job, rc: int, out: Path) -> dict[str, Any]:
     """The record a sweep lists for a job that has exited with `rc`: its run's, or why it has none."""
-    from protobench.sweep import failed_record
+    from protobench.sweep import failed_record, indexed_record
 
     record = indexed_record(out, job.cfg)
     log = job.run_dir / "job.log"
