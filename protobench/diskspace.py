@@ -14,11 +14,25 @@ NO_ROOM = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
 def is_no_space(exc: BaseException) -> bool:
-    """An OSError for lack of space, or a library's wrapper of one (safetensors says `os error 28`)."""
+    """An OSError for lack of space, or a library's wrapper of one (safetensors says `os error 28`, SQLite
+    SQLITE_FULL)."""
     if isinstance(exc, OSError) and exc.errno in NO_ROOM:
         return True
     text = str(exc)
+    if "database or disk is full" in text:  # SQLite's SQLITE_FULL (the results index)
+        return True
     return any(f"os error {code})" in text or f"code: {code}," in text for code in NO_ROOM)
+
+
+def no_space_in(exc: BaseException | None) -> BaseException | None:
+    """The lack of space behind `exc` (it, or what it was raised from or while handling), or None."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if is_no_space(exc):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def free_bytes(path: str | Path) -> int | None:

@@ -12,7 +12,7 @@ class ExitCode(IntEnum):
     FAILED = 1  # a run (or a sweep's combination) failed; the record says why
     USAGE = 2  # the user's input was refused: one line on stderr
     DIVERGED = 3  # the loss became NaN/inf
-    NO_SPACE = 74  # a sweep job stopped resumably on a full disk (which may have had no room to say so)
+    NO_SPACE = 74  # a full disk: a sweep job stopped resumably (which may have had no room to say so), or a command
     HELD = 75  # another process holds the run (a second sweep on the same folder)
     INTERRUPTED = 130  # stopped on request (Ctrl-C, SIGTERM, --stop-after) with a checkpoint: resumable
     REQUEUED = -1  # a Slurm job that put itself back in the queue and leaves without a result (submitit's protocol)

@@ -25,6 +25,16 @@ STAGES = {
 }
 
 
+def exit_text(rc: int) -> str:
+    """How a child ended, in words: its exit code, or the signal that killed it."""
+    if rc < 0:
+        try:
+            return f"was killed by {signal.Signals(-rc).name}"
+        except ValueError:
+            return f"was killed by signal {-rc}"
+    return f"exited with code {rc}"
+
+
 def stage_of(ev: dict[str, Any]) -> str | None:
     """What a child is doing, from its latest event."""
     kind = ev.get("event")
@@ -66,9 +76,9 @@ class Job:
         """How the child, having exited with `rc`, stopped resumably by itself (a full disk, --stop-after, SIGTERM):
         as its events say, or, for a full disk that left no room to say it, from its last checkpoint; None if it
         did not."""
-        if rc not in (ExitCode.INTERRUPTED, ExitCode.NO_SPACE):
+        if rc == ExitCode.OK:
             return None
-        stop = self.interrupted()
+        stop = self.interrupted()  # its events are the truth, whatever the code (a crash after the stop was saved)
         if stop is None and rc == ExitCode.NO_SPACE:
             from protobench.diskspace import no_space_reason
             from protobench.errors import NoSpace
@@ -199,6 +209,9 @@ def run_pool(jobs: list[Job], out: Path, processes: int, threads: int | None,
             stopped = stopping[0].interrupted() if len(stopping) == 1 else None
             if stopped is not None:  # one run was going: say what it kept, as `protobench run` does
                 raise stopped from exc
+            raise
+        except BaseException:  # the parent itself failed (say, a full disk writing the manifest): no orphans
+            pool.interrupt()
             raise
     if stopped is not None:  # so does the sweep, as on Ctrl-C: the others checkpoint, and all resume next time
         pool.interrupt()

@@ -7,6 +7,7 @@ rebuilt from them, and a row whose stored record does not match its digest is re
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import sqlite3
@@ -14,6 +15,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+from protobench.diskspace import is_no_space
 from protobench.events import EVENTS_NAME
 from protobench.io import warn
 from protobench.records import CONFIG_NAME, load_record
@@ -149,6 +151,8 @@ def _with_index(out: Path, work):
             with closing(connect(out)) as conn, conn:
                 return work(conn)
         except sqlite3.Error as exc:
+            if is_no_space(exc):  # a full disk is not a damaged index: the index's path, as any full disk is said
+                raise OSError(errno.ENOSPC, "No space left on device", str(index_path(out))) from exc
             busy = isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
             if attempt == 2 or busy:  # a busy index is not a damaged one: never delete it under a writer
                 raise

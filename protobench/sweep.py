@@ -124,7 +124,11 @@ def indexed_record(out: Path, cfg) -> dict[str, Any] | None:
     from protobench import store
     from protobench.runfolder import RunFolder
 
+    from protobench.diskspace import is_no_space
+
     try:
         return store.index_run(out, RunFolder(out, cfg.run_id()).path)
     except Exception as exc:
+        if is_no_space(exc):  # the index could not be written: the sweep stops (resumably), the run is not failed
+            raise
         return failed_record(f"unreadable run: {exc}", cfg.to_dict(), cfg.run_id())

@@ -101,17 +101,18 @@ def _plan(combos, fixed, registry, out: Path, console):
 
 def job_record(job, rc: int, out: Path) -> dict[str, Any]:
     """The record a sweep lists for a job that has exited with `rc`: its run's, or why it has none."""
+    from protobench.pool import exit_text
     from protobench.sweep import failed_record, indexed_record
 
     record = indexed_record(out, job.cfg)
     log = job.run_dir / "job.log"
     if record is None:  # refused before its record existed (a plugin option, --data-root): say why
-        record = failed_record(job.refusal() or f"the job exited with code {rc} before it started; see {log}",
+        record = failed_record(job.refusal() or f"the job {exit_text(rc)} before it started; see {log}",
                                job.cfg.to_dict(), job.cfg.run_id())
     elif rc == ExitCode.HELD:  # another process (a second sweep) is running it: skipped, not failed
         record = {**record, "status": "skipped", "error": job.refusal()}
     elif record["status"] == "running" and rc != ExitCode.OK:
-        record = {**record, "status": "failed", "error": f"the job exited with code {rc}; see {log}"}
+        record = {**record, "status": "failed", "error": f"the job {exit_text(rc)}; see {log}"}
     return record
 
 

@@ -42,18 +42,25 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def refuse(events: Path | None, code: ExitCode, message: str) -> ExitCode:
-    """Report a refusal: one `error:` line in the log, one `refused` event for the parent."""
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    if events is not None:
-        from protobench.events import append_event, make_event
+    """Report a refusal: one `error:` line in the log, one `refused` event for the parent (if there is room to
+    write them: the exit code says what happened either way)."""
+    try:
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        if events is not None:
+            from protobench.events import append_event, make_event
 
-        append_event(events, make_event(REFUSED, exit_code=int(code), error=message))
+            append_event(events, make_event(REFUSED, exit_code=int(code), error=message))
+    except OSError:
+        pass
     return code
 
 
 def run_job(cfg_json: Path, out: Path, threads: int | None, device: str | None, hostfile: Path | None,
             events: Path | None) -> ExitCode:
     """One combination of a sweep, with no display: as `protobench run` would run it."""
+    import faulthandler
+
+    faulthandler.enable()  # a crash (SIGSEGV, SIGBUS) leaves its stack in job.log, and the parent names the signal
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # kill / a scheduler's preemption: as Ctrl-C
     if device is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = device
@@ -68,17 +75,17 @@ def run_job(cfg_json: Path, out: Path, threads: int | None, device: str | None, 
         record = execute(cfg, get_registry(), out, show_progress=False, hostfile=hostfile, threads=threads)
     except KeyboardInterrupt as exc:
         if getattr(exc, "reason", None):  # a full disk: said if there is room; the exit code says it anyway
-            try:
-                return refuse(events, ExitCode.NO_SPACE, exc.reason)
-            except OSError:
-                return ExitCode.NO_SPACE
+            return refuse(events, ExitCode.NO_SPACE, exc.reason)
         return ExitCode.INTERRUPTED
     except RunLocked as exc:  # another process holds the run: the parent records it as skipped
         return refuse(events, ExitCode.HELD, str(exc))
     except UsageError as exc:  # refused before the run held a record
         return refuse(events, ExitCode.USAGE, str(exc))
-    except Exception:  # recorded in the run's events; the parent reads the record
-        return ExitCode.FAILED
+    except Exception as exc:  # recorded in the run's events; the parent reads the record
+        from protobench.diskspace import no_space_in
+
+        # a full disk met where no run was recording it (say, writing a refusal) stops resumably all the same
+        return ExitCode.NO_SPACE if no_space_in(exc) else ExitCode.FAILED
     return ExitCode.OK if record["status"] == "completed" else ExitCode.FAILED
 
 

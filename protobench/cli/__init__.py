@@ -52,6 +52,18 @@ class ProtobenchGroup(click.Group):
                 raise
             click.echo(interrupted_line(exc, ctx), err=True)
             ctx.exit(ExitCode.INTERRUPTED)
+        except Exception as exc:  # a full disk met outside a run (a run stops itself as NoSpace): one line too
+            from protobench.diskspace import no_space_in, no_space_reason
+
+            full = no_space_in(exc)
+            if debug or full is None:
+                raise
+            reason = no_space_reason(full, os.getcwd())[1]
+            if ctx.invoked_subcommand in RESUMABLE:  # what finished is kept; the same command goes on from there
+                click.echo(f"interrupted: {reason}; make room, then resume with: {_command_line()}", err=True)
+                ctx.exit(ExitCode.INTERRUPTED)
+            click.echo(f"error: {reason}; make room, then run it again", err=True)
+            ctx.exit(ExitCode.NO_SPACE)
 
 
 def click_usage_error(exc: click.UsageError, ctx: click.Context) -> None:
@@ -67,7 +79,7 @@ def click_usage_error(exc: click.UsageError, ctx: click.Context) -> None:
 def interrupted_line(exc: BaseException, ctx: click.Context) -> str:
     """What a Ctrl-C kept, and the command that goes on from there."""
     sub = ctx.invoked_subcommand or ""
-    command = " ".join(["protobench", *_without_stop_after(sys.argv[1:])])
+    command = _command_line()
     if isinstance(exc, Interrupted):
         kept = (f"saved checkpoint {exc.checkpoint} at {exc.images_seen:,} images" if exc.checkpoint
                 else f"kept the last checkpoint (stopped at {exc.images_seen:,} images)")
@@ -77,6 +89,15 @@ def interrupted_line(exc: BaseException, ctx: click.Context) -> str:
             return f"interrupted {exc.run_id}: {exc.reason}; kept {kept} as the latest; make room, then resume with: {how}"
         return f"interrupted {exc.run_id}: {kept}; resume with: {how}"
     return f"interrupted; run the same command again to resume: {command}"
+
+
+#: the commands that resume where they stopped when run again
+RESUMABLE = ("run", "sweep")
+
+
+def _command_line() -> str:
+    """This command line, as the one to run again (less --stop-after)."""
+    return " ".join(["protobench", *_without_stop_after(sys.argv[1:])])
 
 
 def _without_stop_after(args: list[str]) -> list[str]:

@@ -293,6 +293,30 @@ def test_hand_edited_index_row_is_not_trusted(runs, tmp_path, capfd):
     assert "does not match its record" in capfd.readouterr().err
 
 
+def test_a_full_disk_under_the_index_is_one_line_not_a_damaged_index(runs, tmp_path):
+    """`report` on a results folder whose file system is full: the index cannot be written, which is said in one
+    line with its path (exit 74), not taken for damage and rebuilt; with room again the report is whole."""
+    from disks import fill, mount_tmpfs, unmount
+
+    out = tmp_path / "out"
+    mount_tmpfs(out, "16m")
+    try:
+        _copy_run(runs["straight"], out, "a")
+        filler = fill(out)
+        result = subprocess.run([sys.executable, "-m", "protobench.cli", "report", "--out", str(out)],
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 74, result.stderr[-2000:]
+        assert _lines(result.stderr) == [f"error: no space left writing {index_path(out)} (0 B free there); make "
+                                         "room, then run it again"], result.stderr[-2000:]
+        filler.unlink()
+        again = subprocess.run([sys.executable, "-m", "protobench.cli", "report", "--out", str(out), "--json"],
+                               capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0 and "damaged" not in again.stderr, again.stderr[-2000:]
+        assert [row["conditioner"] for row in json.loads(again.stdout)] == ["random"]
+    finally:
+        unmount(out)
+
+
 # ---------------------------------------------------------------------------------------------
 # the caches: one scheme, damage named and rebuilt to the same contents
 
@@ -564,7 +588,7 @@ def test_a_real_run_id_is_accepted(runs, tmp_path):
     assert RunFolder(tmp_path, name).path == tmp_path / "runs" / name
 
 
-#: faults injected above (each handled): checkpoints 1 + 7 + 1 + 2, events 1, unreadable runs 3, index 3 + 1,
+#: faults injected above (each handled): checkpoints 1 + 7 + 1 + 2, events 1, unreadable runs 3, index 3 + 1 + 1,
 #: caches 4 kinds × 4 damages + concurrent builders 1, RNG coupling 3, concurrent processes 2, symlinks 5 + 1, bad run ids 9
-FAULTS = 1 + len(DAMAGE) + 1 + 2 + 1 + 3 + 3 + 1 + len(CACHES) * len(CACHE_DAMAGE) + 1 + 3 + 2 + 5 + 1 + 9
+FAULTS = 1 + len(DAMAGE) + 1 + 2 + 1 + 3 + 3 + 1 + 1 + len(CACHES) * len(CACHE_DAMAGE) + 1 + 3 + 2 + 5 + 1 + 9
 

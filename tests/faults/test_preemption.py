@@ -27,6 +27,7 @@ TINY = ["--budget", "24576", "--eval-every", "24576", "--eval-samples", "20", "-
 SHORT = ["--budget", "8192", "--eval-every", "8192", *TINY[4:]]
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from disks import fill, mount_tmpfs, unmount  # noqa: E402
 from test_interrupt import wait_for  # noqa: E402
 
 
@@ -80,33 +81,34 @@ def test_sigterm_checkpoints_says_so_in_one_line_and_the_rerun_resumes(tmp_path)
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 16 MiB tmpfs mounted by the test (root only): a file system that fills up for real."""
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a small tmpfs needs root and mount(8)")
+    """A 16 MiB tmpfs the runs' folders fill up."""
     where = tmp_path / "disk"
-    where.mkdir()
-    got = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(where)], capture_output=True,
-                         text=True)
-    if got.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {got.stderr.strip()}")
+    mount_tmpfs(where, "16m")
     try:
         yield where
     finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
+        unmount(where)
 
 
-def fill(disk: Path) -> Path:
-    """Take every free byte of `disk` with one file (the test's own, so it can give the room back)."""
-    filler = disk / "filler"
-    with open(filler, "wb") as fh:
-        block = b"\0" * (1 << 16)
+def workers_of(out: Path) -> list[str]:
+    """The command lines of the sweep jobs still running on `out`."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
-            while True:
-                fh.write(block)
-                fh.flush()
-        except OSError:
-            pass
-    return filler
+            args = cmdline.read_bytes().decode(errors="replace").split("\0")
+        except OSError:  # it ended meanwhile
+            continue
+        if "protobench.worker" in args and str(out) in args:
+            found.append(" ".join(args))
+    return found
+
+
+def explain(stderr: str, out: Path) -> str:
+    """What a failed sweep test shows: the sweep's lines before any traceback, its last lines, and each job's log
+    tail (why a child ended as it did)."""
+    head = stderr.split("Traceback")[0][-3000:]
+    logs = [f"--- {p}:\n{p.read_text(errors='replace')[-1500:]}" for p in sorted(out.glob("runs/*/job.log"))]
+    return "\n".join([head, "--- last lines:", stderr[-1500:], *logs])
 
 
 @pytest.mark.slow
@@ -151,19 +153,45 @@ def test_a_sweep_stops_resumably_on_a_full_disk_and_resumes_when_there_is_room(t
     events = wait_for(logged(out / "runs", "checkpoint"), proc, "the first checkpoint")
     filler = fill(small_disk)
     _, stderr = proc.communicate(timeout=600)
-    assert proc.returncode == 130, stderr[-2000:]
+    assert proc.returncode == 130, explain(stderr, out)
     [line] = [x for x in stderr.splitlines() if x.startswith("interrupted")]
     assert "no space left writing " + str(out) in line and "make room, then resume with: protobench sweep" in line
-    assert "failed" not in stderr and len(list((out / "runs").iterdir())) == 1, stderr[-2000:]
+    assert "failed" not in stderr and len(list((out / "runs").iterdir())) == 1, explain(stderr, out)
     kept = load_latest(events.parent / "checkpoints")["images_seen"]
 
     filler.unlink()
     again = subprocess.run(cmd, env={**env, "PROTOBENCH_CHECKPOINT_SECONDS": "100000"}, capture_output=True,
                            text=True, timeout=900)
-    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.returncode == 0, explain(again.stderr, out)
     log = read_events(events)
     assert [e["images_seen"] for e in log if e["event"] == "resume"] == [kept]
     assert "2 completed, 0 failed" in again.stderr
+
+
+@pytest.mark.slow
+def test_a_full_disk_under_the_sweep_itself_is_one_line_leaves_no_job_running_and_resumes(tmp_path):
+    """The sweep's own write fails (its manifest, on a full file system of its own): one `interrupted` line, exit
+    130, no traceback, no child left running, and once there is room the same command finishes the sweep."""
+    out = tmp_path / "out"
+    manifests = out / "sweeps"
+    mount_tmpfs(manifests, "64k")
+    try:
+        fill(manifests)
+        env = {**os.environ, "PROTOBENCH_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+        cmd = [sys.executable, "-m", "protobench.cli", "sweep", "--jobs", "2", "--seed", "0,1,2", "--budget", "256",
+               "--eval-every", "256", *TINY[4:], "--out", str(out)]
+        stopped = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+        assert stopped.returncode == 130, explain(stopped.stderr, out)
+        assert "Traceback" not in stopped.stderr, explain(stopped.stderr, out)
+        [line] = [x for x in stopped.stderr.splitlines() if x.startswith("interrupted")]
+        assert line.startswith(f"interrupted: no space left writing {manifests}/") and " free there); make room, " \
+            "then resume with: protobench sweep --jobs 2" in line, line
+        assert not workers_of(out), f"jobs left running after the sweep stopped: {workers_of(out)}"
+    finally:
+        unmount(manifests)
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0 and "3 completed, 0 failed" in again.stderr, explain(again.stderr, out)
+    assert json.loads(next(manifests.glob("*.json")).read_text())["runs"][0]["status"] == "completed"
 
 
 @pytest.mark.slow

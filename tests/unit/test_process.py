@@ -8,7 +8,8 @@ from types import SimpleNamespace
 
 from protobench.data_parallel import launcher_command
 from protobench.device import cpuinfo, physical_cores
-from protobench.errors import ExitCode, UsageError
+from protobench.errors import ExitCode, Interrupted, NoSpace, UsageError
+from protobench.events import append_event, make_event
 from protobench.pool import Job
 from protobench.sweep_runner import job_record
 from protobench.worker import refuse
@@ -44,6 +45,47 @@ def test_a_job_refused_before_its_run_started_is_recorded_failed_with_its_reason
     silent = _job(tmp_path / "other")
     record = job_record(silent, ExitCode.FAILED, tmp_path / "other")
     assert record["status"] == "failed" and "exited with code 1 before it started" in record["error"]
+    crashed = _job(tmp_path / "crashed")
+    record = job_record(crashed, -7, tmp_path / "crashed")  # a signal, as Popen reports it: named, not "-7"
+    assert record["status"] == "failed" and "was killed by SIGBUS before it started" in record["error"]
+
+
+def test_a_job_whose_events_say_it_stopped_resumably_stopped_whatever_its_exit_code(tmp_path):
+    """The events are the truth: a child that saved its stop and then ended with another code (a crash on the way
+    out) stopped resumably; one with no such event stopped only if its code says a full disk did it."""
+    job = _job(tmp_path)
+    assert job.stopped(ExitCode.FAILED) is None and job.stopped(ExitCode.INTERRUPTED) is None
+    stop = job.stopped(ExitCode.NO_SPACE)  # a full disk that left no room to say so: rebuilt from the checkpoint
+    assert isinstance(stop, NoSpace) and stop.images_seen == 0 and "no space left writing" in stop.reason
+    events = job.run_dir / "events.jsonl"
+    append_event(events, make_event("interrupted", images_seen=320, checkpoint="step-00000010.safetensors"))
+    job.started_at = events.stat().st_size  # an earlier start's stop is not this one's
+    assert job.stopped(ExitCode.FAILED) is None
+    append_event(events, make_event("start"))
+    append_event(events, make_event("interrupted", images_seen=640, checkpoint="step-00000020.safetensors"))
+    for rc in (ExitCode.FAILED, ExitCode.INTERRUPTED, -11):
+        stop = job.stopped(rc)
+        assert type(stop) is Interrupted and (stop.images_seen, stop.checkpoint) == (640, "step-00000020.safetensors")
+    assert job.stopped(ExitCode.OK) is None
+
+
+def test_a_full_disk_is_known_through_the_libraries_that_wrap_it():
+    import errno
+    import sqlite3
+
+    from protobench.diskspace import is_no_space, no_space_in
+
+    assert is_no_space(OSError(errno.ENOSPC, "No space left on device"))
+    assert is_no_space(sqlite3.OperationalError("database or disk is full"))
+    assert not is_no_space(OSError(errno.EACCES, "Permission denied"))
+    try:
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise RuntimeError("while writing the refusal") from None  # the context is kept
+    except RuntimeError as exc:
+        assert no_space_in(exc) is exc.__context__
+    assert no_space_in(RuntimeError("unrelated")) is None
 
 
 def test_the_launcher_starts_the_one_worker_as_ranks(tmp_path):
