@@ -27,7 +27,7 @@ TINY = ["--budget", "24576", "--eval-every", "24576", "--eval-samples", "20", "-
 SHORT = ["--budget", "8192", "--eval-every", "8192", *TINY[4:]]
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from disks import fill, mount_tmpfs, unmount  # noqa: E402
+from disks import fill, kept_full, mount_tmpfs, unmount  # noqa: E402
 from test_interrupt import wait_for  # noqa: E402
 
 
@@ -119,8 +119,8 @@ def test_a_full_disk_is_one_line_keeps_the_last_good_checkpoint_and_resumes_when
     cmd = [sys.executable, "-m", "protobench.cli", "run", *SHORT, "--out", str(out)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     events = wait_for(logged(out / "runs", "checkpoint"), proc, "the first checkpoint")
-    filler = fill(small_disk)
-    _, stderr = proc.communicate(timeout=600)
+    with kept_full(small_disk) as filler:
+        _, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 130, stderr[-2000:]  # interrupted, resumable
     assert "Traceback" not in stderr
     lines = [line for line in stderr.splitlines() if line.strip()]
@@ -151,8 +151,8 @@ def test_a_sweep_stops_resumably_on_a_full_disk_and_resumes_when_there_is_room(t
     cmd = [sys.executable, "-m", "protobench.cli", "sweep", "--jobs", "1", "--seed", "0,1", *SHORT, "--out", str(out)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     events = wait_for(logged(out / "runs", "checkpoint"), proc, "the first checkpoint")
-    filler = fill(small_disk)
-    _, stderr = proc.communicate(timeout=600)
+    with kept_full(small_disk) as filler:
+        _, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 130, explain(stderr, out)
     [line] = [x for x in stderr.splitlines() if x.startswith("interrupted")]
     assert "no space left writing " + str(out) in line and "make room, then resume with: protobench sweep" in line
