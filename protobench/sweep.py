@@ -122,9 +122,8 @@ def indexed_record(out: Path, cfg) -> dict[str, Any] | None:
     """`cfg`'s run record, (re)indexed, once its job has ended: None if it never started, a failed record saying
     so if its folder cannot be read (the sweep lists it and goes on)."""
     from protobench import store
-    from protobench.runfolder import RunFolder
-
     from protobench.diskspace import is_no_space
+    from protobench.runfolder import RunFolder
 
     try:
         return store.index_run(out, RunFolder(out, cfg.run_id()).path)
