@@ -84,7 +84,7 @@ def run_job(cfg_json: Path, out: Path, threads: int | None, device: str | None, 
     except Exception as exc:  # recorded in the run's events; the parent reads the record
         from protobench.diskspace import no_space_in
 
-        # a full disk met where no run was recording it (say, writing a refusal) stops resumably all the same
+        # a full disk before the run could record it (its config.json) stops resumably all the same
         return ExitCode.NO_SPACE if no_space_in(exc) else ExitCode.FAILED
     return ExitCode.OK if record["status"] == "completed" else ExitCode.FAILED
 

@@ -58,7 +58,8 @@ class ProtobenchGroup(click.Group):
             full = no_space_in(exc)
             if debug or full is None:
                 raise
-            reason = no_space_reason(full, os.getcwd())[1]
+            where = getattr(full, "filename", None)
+            reason = no_space_reason(full, where)[1] if where else f"no space left on a disk it writes to ({full})"
             if ctx.invoked_subcommand in RESUMABLE:  # what finished is kept; the same command goes on from there
                 click.echo(f"interrupted: {reason}; make room, then resume with: {_command_line()}", err=True)
                 ctx.exit(ExitCode.INTERRUPTED)

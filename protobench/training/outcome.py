@@ -7,7 +7,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from protobench.diskspace import is_no_space, no_space_reason
+from protobench.diskspace import no_space_in, no_space_reason
 from protobench.errors import Interrupted, NoSpace, TrainingDiverged, UsageError
 from protobench.events import FAILED, INTERRUPTED
 from protobench.training.checkpoints import load_latest
@@ -26,11 +26,6 @@ def outcome_recorded(ctx: RunContext, images_seen: Callable[[], int]) -> Iterato
     except Interrupted as exc:
         ctx.event(INTERRUPTED, images_seen=exc.images_seen, checkpoint=exc.checkpoint)
         raise
-    except OSError as exc:  # a full disk or quota stops the run like Ctrl-C: resumable, not failed
-        if not is_no_space(exc):
-            ctx.event(FAILED, error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
-            raise
-        raise no_space(ctx, exc) from None
     except KeyboardInterrupt:
         seen = images_seen()
         ctx.event(INTERRUPTED, images_seen=seen, checkpoint=None)
@@ -39,6 +34,9 @@ def outcome_recorded(ctx: RunContext, images_seen: Callable[[], int]) -> Iterato
         ctx.event(FAILED, error=str(exc))
         raise
     except Exception as exc:
+        full = no_space_in(exc)
+        if full is not None:  # a full disk or quota (under a library's error too) stops it like Ctrl-C: resumable
+            raise no_space(ctx, full) from None
         ctx.event(FAILED, error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
         raise
     finally:
@@ -47,7 +45,7 @@ def outcome_recorded(ctx: RunContext, images_seen: Callable[[], int]) -> Iterato
             ctx.loggers = None
 
 
-def no_space(ctx: RunContext, exc: OSError) -> NoSpace:
+def no_space(ctx: RunContext, exc: BaseException) -> NoSpace:
     """The interruption a full disk makes: what it kept (the last good checkpoint), recorded if there is room."""
     path, reason = no_space_reason(exc, ctx.dir)
     latest = load_latest(ctx.dir / "checkpoints", quiet=True) or {}

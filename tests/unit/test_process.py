@@ -1,17 +1,25 @@
 """The process layer: exit codes, a child's refusal as an event its parent reads, what the pool records for a
-job that exited, the DeepSpeed launcher's command, and the machine's cores."""
+job that exited (and a full disk, wherever it is met), the DeepSpeed launcher's command, and the machine's cores."""
 
 from __future__ import annotations
 
+import errno
+import sqlite3
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
+
 from protobench.data_parallel import launcher_command
 from protobench.device import cpuinfo, physical_cores
+from protobench.diskspace import is_no_space, no_space_in
 from protobench.errors import ExitCode, Interrupted, NoSpace, UsageError
-from protobench.events import append_event, make_event
+from protobench.events import append_event, make_event, read_events
 from protobench.pool import Job
 from protobench.sweep_runner import job_record
+from protobench.testing.tiny import tiny_config
+from protobench.training.context import RunContext
+from protobench.training.outcome import outcome_recorded
 from protobench.worker import refuse
 
 
@@ -70,11 +78,6 @@ def test_a_job_whose_events_say_it_stopped_resumably_stopped_whatever_its_exit_c
 
 
 def test_a_full_disk_is_known_through_the_libraries_that_wrap_it():
-    import errno
-    import sqlite3
-
-    from protobench.diskspace import is_no_space, no_space_in
-
     assert is_no_space(OSError(errno.ENOSPC, "No space left on device"))
     assert is_no_space(sqlite3.OperationalError("database or disk is full"))
     assert not is_no_space(OSError(errno.EACCES, "Permission denied"))
@@ -105,3 +108,23 @@ def test_cores_are_counted_once_per_physical_core_from_cpuinfo(tmp_path):
     assert physical_cores(cpus, allowed=8) == 4 and physical_cores(cpus, allowed=2) == 2
     assert physical_cores([], allowed=3) == 3  # no core ids (a VM, not Linux): the CPUs it may use
     assert cpuinfo(tmp_path / "missing") == []
+
+
+def test_a_run_records_a_full_disk_under_a_librarys_error_as_a_resumable_stop(protobench_registry, tmp_path):
+    """What ends a run is written to its events: a full disk, even under another library's error, as a stop that
+    resumes (`interrupted`, with the path); any other error as `failed`."""
+    ctx = RunContext(tiny_config(protobench_registry, conditioner="random"), protobench_registry, tmp_path, False)
+    ctx.dir.mkdir(parents=True)
+    grid = ctx.dir / "samples" / "000000064.png"
+    with pytest.raises(NoSpace) as stop, outcome_recorded(ctx, lambda: 64):
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device", str(grid))
+        except OSError as exc:
+            raise RuntimeError("the image writer gave up") from exc
+    assert stop.value.path == str(grid) and stop.value.reason.startswith(f"no space left writing {grid} (")
+    assert read_events(ctx.folder.events_path)[-1] == {**read_events(ctx.folder.events_path)[-1],
+                                                       "event": "interrupted", "reason": stop.value.reason}
+    with pytest.raises(RuntimeError), outcome_recorded(ctx, lambda: 64):
+        raise RuntimeError("a plugin's own bug")
+    last = read_events(ctx.folder.events_path)[-1]
+    assert last["event"] == "failed" and last["error"] == "RuntimeError: a plugin's own bug"
