@@ -5,7 +5,6 @@ checkpoint as the latest, and the run resumes once there is room."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -48,10 +47,9 @@ def status(out: Path, env: dict[str, str]) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_sigterm_checkpoints_says_so_in_one_line_and_the_rerun_resumes(tmp_path):
+def test_sigterm_checkpoints_says_so_in_one_line_and_the_rerun_resumes(tmp_path, env):
     out = tmp_path / "out"
-    env = {**os.environ, "PROTOBENCH_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1",
-           "PROTOBENCH_CHECKPOINT_SECONDS": "100000"}  # only the signal may write a checkpoint here
+    env = {**env, "PROTOBENCH_CHECKPOINT_SECONDS": "100000"}  # only the signal may write a checkpoint here
     cmd = [sys.executable, "-m", "protobench.cli", "run", *TINY, "--out", str(out)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     events = wait_for(logged(out / "runs", "loss", 256), proc, "training started")
@@ -111,10 +109,9 @@ def explain(stderr: str, out: Path) -> str:
 
 
 @pytest.mark.slow
-def test_a_full_disk_is_one_line_keeps_the_last_good_checkpoint_and_resumes_when_there_is_room(tmp_path, small_disk):
+def test_a_full_disk_is_one_line_keeps_the_last_good_checkpoint_and_resumes_when_there_is_room(tmp_path, small_disk, env):
     out = small_disk / "out"
-    env = {**os.environ, "PROTOBENCH_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1",
-           "PROTOBENCH_CHECKPOINT_SECONDS": "0"}  # a checkpoint at every logged step: the disk fills during one
+    env = {**env, "PROTOBENCH_CHECKPOINT_SECONDS": "0"}  # a checkpoint at every logged step: the disk fills during one
     cmd = [sys.executable, "-m", "protobench.cli", "run", *SHORT, "--out", str(out)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     events = wait_for(logged(out / "runs", "checkpoint"), proc, "the first checkpoint")
@@ -141,12 +138,11 @@ def test_a_full_disk_is_one_line_keeps_the_last_good_checkpoint_and_resumes_when
 
 
 @pytest.mark.slow
-def test_a_sweep_stops_resumably_on_a_full_disk_and_resumes_when_there_is_room(tmp_path, small_disk):
+def test_a_sweep_stops_resumably_on_a_full_disk_and_resumes_when_there_is_room(tmp_path, small_disk, env):
     """A full disk in one combination's process stops the sweep as it stops `protobench run`: one line, exit 130,
     nothing recorded as failed, and the same command resumes it (it is not skipped to fill the next one)."""
     out = small_disk / "out"
-    env = {**os.environ, "PROTOBENCH_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1",
-           "PROTOBENCH_CHECKPOINT_SECONDS": "0"}
+    env = {**env, "PROTOBENCH_CHECKPOINT_SECONDS": "0"}
     cmd = [sys.executable, "-m", "protobench.cli", "sweep", "--jobs", "1", "--seed", "0,1", *SHORT, "--out", str(out)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     events = wait_for(logged(out / "runs", "checkpoint"), proc, "the first checkpoint")
@@ -168,7 +164,7 @@ def test_a_sweep_stops_resumably_on_a_full_disk_and_resumes_when_there_is_room(t
 
 
 @pytest.mark.slow
-def test_a_full_disk_under_the_sweep_itself_is_one_line_leaves_no_job_running_and_resumes(tmp_path):
+def test_a_full_disk_under_the_sweep_itself_is_one_line_leaves_no_job_running_and_resumes(tmp_path, env):
     """The sweep's own write fails (its manifest, on a full file system of its own): one `interrupted` line, exit
     130, no traceback, no child left running, and once there is room the same command finishes the sweep."""
     out = tmp_path / "out"
@@ -176,7 +172,6 @@ def test_a_full_disk_under_the_sweep_itself_is_one_line_leaves_no_job_running_an
     mount_tmpfs(manifests, "64k")
     try:
         fill(manifests)
-        env = {**os.environ, "PROTOBENCH_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
         cmd = [sys.executable, "-m", "protobench.cli", "sweep", "--jobs", "2", "--seed", "0,1,2", "--budget", "256",
                "--eval-every", "256", *TINY[4:], "--out", str(out)]
         stopped = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
@@ -194,11 +189,10 @@ def test_a_full_disk_under_the_sweep_itself_is_one_line_leaves_no_job_running_an
 
 
 @pytest.mark.slow
-def test_a_combination_that_stops_by_itself_stops_the_sweep_which_resumes(tmp_path):
+def test_a_combination_that_stops_by_itself_stops_the_sweep_which_resumes(tmp_path, env):
     """--stop-after (here through its variable) stops each combination's process resumably: the sweep stops with
     the resume line and exit 130 instead of listing the runs as failed, and the same command finishes them."""
     out = tmp_path / "out"
-    env = {**os.environ, "PROTOBENCH_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "protobench.cli", "sweep", "--jobs", "2", "--seed", "0,1", *SHORT[:4],
            "--eval-samples", "20", "-o", "batch_size=32", "-o", "denoiser.base_channels=8", "-o",
            "denoiser.num_res_blocks=1", "-o", "sampler.steps=3", "--metric", "fid", "--out", str(out)]
