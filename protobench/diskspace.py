@@ -58,7 +58,7 @@ def human_bytes(n: int | None) -> str:
     return f"{n} B"
 
 
-def no_space_reason(exc: BaseException, fallback: str | Path) -> tuple[str, str]:
+def no_space_reason(exc: BaseException | None, fallback: str | Path) -> tuple[str, str]:
     """(the path whose write failed, one line: which path and how much room is left)."""
     path = str(getattr(exc, "filename", None) or fallback)
     return path, f"no space left writing {path} ({human_bytes(free_bytes(path))} free there)"

@@ -4,7 +4,6 @@ children, which checkpoint and exit, and the runs resume when they are started a
 
 from __future__ import annotations
 
-import errno
 import os
 import signal
 import subprocess
@@ -80,13 +79,9 @@ class Job:
             return None
         stop = self.interrupted()  # its events are the truth, whatever the code (a crash after the stop was saved)
         if stop is None and rc == ExitCode.NO_SPACE:
-            from protobench.diskspace import no_space_reason
-            from protobench.errors import NoSpace
-            from protobench.training.checkpoints import load_latest
+            from protobench.training.checkpoints import full_disk_stop
 
-            path, reason = no_space_reason(OSError(errno.ENOSPC, "no space"), self.run_dir)
-            latest = load_latest(self.run_dir / "checkpoints", quiet=True) or {}
-            stop = NoSpace(self.cfg.run_id(), int(latest.get("images_seen", 0)), latest.get("file"), path, reason)
+            stop = full_disk_stop(self.cfg.run_id(), self.run_dir)
         return stop
 
     def refusal(self) -> str | None:

@@ -18,8 +18,8 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from protobench.cache import sha256_file
-from protobench.diskspace import is_no_space
-from protobench.errors import UsageError
+from protobench.diskspace import is_no_space, no_space_reason
+from protobench.errors import NoSpace, UsageError
 from protobench.io import atomic_write_json, check_no_symlinks, warn
 from protobench.ledger import Ledger
 
@@ -85,6 +85,14 @@ def save_checkpoint(ckpt_dir: Path, step: int, tensors: dict[str, Tensor], meta:
     for old in sorted((ckpt_dir / "deepspeed").glob("step-*"))[:-KEEP]:
         shutil.rmtree(old, ignore_errors=True)
     return name
+
+
+def full_disk_stop(run_id: str, run_dir: Path, exc: BaseException | None = None) -> NoSpace:
+    """The stop a full disk makes a run take: what it kept (the last good checkpoint), and the path `exc` could not
+    write (the run folder when unknown: a job that had no room to say which)."""
+    path, reason = no_space_reason(exc, run_dir)
+    latest = load_latest(Path(run_dir) / "checkpoints", quiet=True) or {}
+    return NoSpace(run_id, int(latest.get("images_seen", 0)), latest.get("file"), path, reason)
 
 
 class BadCheckpoint(Exception):

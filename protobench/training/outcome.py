@@ -7,10 +7,10 @@ import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from protobench.diskspace import no_space_in, no_space_reason
+from protobench.diskspace import no_space_in
 from protobench.errors import Interrupted, NoSpace, TrainingDiverged, UsageError
 from protobench.events import FAILED, INTERRUPTED
-from protobench.training.checkpoints import load_latest
+from protobench.training.checkpoints import full_disk_stop
 from protobench.training.context import RunContext
 
 
@@ -46,12 +46,10 @@ def outcome_recorded(ctx: RunContext, images_seen: Callable[[], int]) -> Iterato
 
 
 def no_space(ctx: RunContext, exc: BaseException) -> NoSpace:
-    """The interruption a full disk makes: what it kept (the last good checkpoint), recorded if there is room."""
-    path, reason = no_space_reason(exc, ctx.dir)
-    latest = load_latest(ctx.dir / "checkpoints", quiet=True) or {}
-    stop = NoSpace(ctx.cfg.run_id(), int(latest.get("images_seen", 0)), latest.get("file"), path, reason)
+    """The interruption a full disk makes (what it kept), recorded if there is room."""
+    stop = full_disk_stop(ctx.cfg.run_id(), ctx.dir, exc)
     try:
-        ctx.event(INTERRUPTED, images_seen=stop.images_seen, checkpoint=stop.checkpoint, reason=reason)
+        ctx.event(INTERRUPTED, images_seen=stop.images_seen, checkpoint=stop.checkpoint, reason=stop.reason)
     except OSError:  # no room for the event either: the next start finds the same checkpoint
         pass
     return stop
