@@ -165,15 +165,17 @@ def test_a_sweep_stops_resumably_on_a_full_disk_and_resumes_when_there_is_room(t
 
 @pytest.mark.slow
 def test_a_full_disk_under_the_sweep_itself_is_one_line_leaves_no_job_running_and_resumes(tmp_path, env):
-    """The sweep's own write fails (its manifest, on a full file system of its own): one `interrupted` line, exit
-    130, no traceback, no child left running, and once there is room the same command finishes the sweep."""
+    """The sweep's own write fails (its manifest, on a full file system of its own) when its short combination
+    ends: one `interrupted` line, exit 130, no traceback, the long combination stopped with a checkpoint rather
+    than left running, and once there is room the same command finishes the sweep. (The long one has 32 times the
+    images of the short one, which both start with: it is still training when the short one ends.)"""
     out = tmp_path / "out"
     manifests = out / "sweeps"
     mount_tmpfs(manifests, "64k")
     try:
         fill(manifests)
-        cmd = [sys.executable, "-m", "protobench.cli", "sweep", "--jobs", "2", "--seed", "0,1,2", "--budget", "256",
-               "--eval-every", "256", *TINY[4:], "--out", str(out)]
+        cmd = [sys.executable, "-m", "protobench.cli", "sweep", "--jobs", "2", "--conditioner", "random", "--seed", "0",
+               "-o", "budget=256|8192", "--eval-every", "8192", *TINY[4:], "--out", str(out)]
         stopped = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
         assert stopped.returncode == 130, explain(stopped.stderr, out)
         assert "Traceback" not in stopped.stderr, explain(stopped.stderr, out)
@@ -181,10 +183,14 @@ def test_a_full_disk_under_the_sweep_itself_is_one_line_leaves_no_job_running_an
         assert line.startswith(f"interrupted: no space left writing {manifests}/") and " free there); make room, " \
             "then resume with: protobench sweep --jobs 2" in line, line
         assert not workers_of(out), f"jobs left running after the sweep stopped: {workers_of(out)}"
+        ends = {e["budget"]: [x["event"] for x in read_events(e["events"]) if x["event"] in ("end", "interrupted")]
+                for e in ({"budget": json.loads((p.parent / "config.json").read_text())["config"]["budget"],
+                           "events": p} for p in out.glob("runs/*/events.jsonl"))}
+        assert ends == {256: ["end"], 8192: ["interrupted"]}, ends
     finally:
         unmount(manifests)
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-    assert again.returncode == 0 and "3 completed, 0 failed" in again.stderr, explain(again.stderr, out)
+    assert again.returncode == 0 and "2 completed, 0 failed" in again.stderr, explain(again.stderr, out)
     assert json.loads(next(manifests.glob("*.json")).read_text())["runs"][0]["status"] == "completed"
 
 
