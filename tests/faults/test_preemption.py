@@ -194,6 +194,30 @@ def test_a_full_disk_under_the_sweep_itself_is_one_line_leaves_no_job_running_an
     assert json.loads(next(manifests.glob("*.json")).read_text())["runs"][0]["status"] == "completed"
 
 
+def test_a_job_that_meets_a_full_disk_before_its_run_can_record_it_says_so_by_its_exit_code(tmp_path, env):
+    """A sweep's job whose run folder has no room even for its lock (so no event can say why) exits 74, the code
+    its parent reads as a full disk (a stop to resume), not 1 (a failed run); a refusal with no room to be written
+    still leaves with its own code."""
+    from protobench.errors import ExitCode
+    from protobench.plugins import get_registry
+    from protobench.testing.tiny import tiny_config
+    from protobench.worker import refuse
+
+    cfg_file = tmp_path / "job-config.json"
+    cfg_file.write_text(json.dumps(tiny_config(get_registry(), conditioner="random").to_dict()))
+    disk = tmp_path / "disk"
+    mount_tmpfs(disk, "64k")
+    try:
+        fill(disk)
+        job = subprocess.run([sys.executable, "-m", "protobench.worker", "--config-json", str(cfg_file), "--out",
+                              str(disk / "out"), "--events", str(tmp_path / "job-events.jsonl")], env=env,
+                             capture_output=True, text=True, timeout=300)
+        assert refuse(disk / "job-events.jsonl", ExitCode.USAGE, "no such dataset folder") == ExitCode.USAGE
+    finally:
+        unmount(disk)
+    assert job.returncode == ExitCode.NO_SPACE, job.stderr[-2000:]
+
+
 @pytest.mark.slow
 def test_a_combination_that_stops_by_itself_stops_the_sweep_which_resumes(tmp_path, env):
     """--stop-after (here through its variable) stops each combination's process resumably: the sweep stops with
